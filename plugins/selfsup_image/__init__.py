@@ -1,0 +1,1 @@
+"""Built-in image plugin: SimCLR augmentation, ResNet encoders, NT-Xent, image data sources."""

@@ -1,0 +1,31 @@
+"""SimCLR's objective: NT-Xent over all views of a batch, encoded in one forward pass."""
+
+from __future__ import annotations
+
+import torch
+
+from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
+from toolkit.losses import nt_xent
+
+
+class NTXent(Objective):
+    """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+    Representations"): ``z = projector(encoder(x))`` for all ``V`` views at once, then
+    :func:`toolkit.losses.nt_xent`. Paper defaults: ``temperature`` 0.5 (CIFAR), 0.1-0.2 at
+    large batch.
+
+    >>> objective = NTXent(temperature=0.5)
+    >>> loss, metrics = objective(batch, encoder, projector)   # batch.views: V x (N, C, H, W)
+    """
+
+    def __init__(self, temperature: float = 0.5) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"objective.temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
+        n = len(batch)
+        z = projector(pool(encoder(torch.cat(batch.views))))
+        loss, accuracy = nt_xent(z.reshape(len(batch.views), n, -1), self.temperature)
+        return ObjectiveOutput(loss, {"contrastive_acc": accuracy})

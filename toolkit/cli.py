@@ -1,0 +1,168 @@
+"""The ``selfsup`` command line: plugins, recipes, train, eval, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from toolkit import checkpoint
+from toolkit.plugins import KINDS, PluginError, Plugins, UnknownComponentError, default_plugins
+from toolkit.recipe import RecipeError, load_and_resolve
+
+DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError, ValueError,
+            KeyError) as error:
+        if os.environ.get("SELFSUP_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # TrainingDiverged and other run-time failures
+        if os.environ.get("SELFSUP_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining from recipes.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and their components")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=_plugins)
+
+    recipes = commands.add_parser("recipes", help="list the recipes plugins ship")
+    recipes.add_argument("--json", action="store_true")
+    recipes.set_defaults(handler=_recipes)
+
+    recipe = commands.add_parser("recipe", help="inspect a recipe")
+    recipe_commands = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    for name, handler, text in (("show", _recipe_show, "print the fully resolved recipe"),
+                                ("validate", _recipe_validate, "check a recipe without running it")):
+        sub = recipe_commands.add_parser(name, help=text)
+        sub.add_argument("recipe", type=Path)
+        sub.add_argument("overrides", nargs="*", metavar="key=value")
+        sub.set_defaults(handler=handler)
+
+    train = commands.add_parser("train", help="pretrain from a recipe (or --resume a run)")
+    train.add_argument("recipe", type=Path, nargs="?")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--run-dir", type=Path, help="where to write the run (default trainer.output_dir or runs/NAME)")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's encoder (kNN, linear probe, ...)")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.evaluators=[{name: knn, k: 20}]")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser("export", help="export a run's encoder as safetensors + JSON metadata")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--out", type=Path, help="output folder (default RUN_DIR/encoder)")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    plugins = default_plugins()
+    infos = sorted(plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
+    if args.json:
+        print(json.dumps([vars(info) for info in infos], indent=2))
+        return 0
+    for info in infos:
+        origin = "built-in" if info.builtin else (info.distribution or info.module)
+        print(f"{info.name} {info.version or ''} ({origin})".replace("  ", " "))
+        if info.error:
+            print(f"  FAILED TO LOAD: {info.error}")
+        for kind in KINDS:
+            if info.components.get(kind):
+                print(f"  {kind + 's:':<15} {', '.join(info.components[kind])}")
+        if info.recipes:
+            print(f"  {'recipes:':<15} {len(info.recipes)}")
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    listing = default_plugins().recipes()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    for plugin, paths in ([] if args.json else listing.items()):
+        print(plugin)
+        for path in paths:
+            print(f"  {path}")
+    if not listing and not args.json:
+        print("no plugin ships recipes; see the recipes/ folder of the selfsup repository")
+    return 0
+
+
+def _recipe_show(args: argparse.Namespace) -> int:
+    print(load_and_resolve(args.recipe, args.overrides, default_plugins()).to_yaml(), end="")
+    return 0
+
+
+def _recipe_validate(args: argparse.Namespace) -> int:
+    recipe = load_and_resolve(args.recipe, args.overrides, default_plugins())
+    print(f"{args.recipe}: valid ({recipe.name})")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from toolkit.engine import Trainer
+
+    plugins = default_plugins()
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise ValueError("--resume continues a run as it was recorded; give no recipe or overrides with it")
+        trainer = Trainer.resume(args.resume, plugins)
+        print(f"resuming {args.resume} at step {trainer.step}/{trainer.total_steps}", file=sys.stderr)
+    else:
+        if args.recipe is None:
+            raise ValueError("give a recipe (selfsup train RECIPE [key=value ...]) or --resume RUN_DIR")
+        recipe = load_and_resolve(args.recipe, args.overrides, plugins)
+        trainer = Trainer.from_recipe(recipe, plugins, args.run_dir)
+        print(f"training {recipe.name} for {trainer.total_steps} steps on {trainer.device}; run directory "
+              f"{trainer.run_dir}", file=sys.stderr)
+    trainer.fit()
+    print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    trainer = _trainer_for(args.run_dir, args.overrides, default_plugins())
+    metrics = trainer.evaluate(tag="eval_standalone")
+    print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    trainer = _trainer_for(args.run_dir, (), default_plugins())
+    out = trainer.export(args.out or args.run_dir / "encoder")
+    print(f"exported the encoder of {args.run_dir} (step {trainer.step}) to {out}")
+    return 0
+
+
+def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins):  # noqa: ANN202
+    """A trainer holding the run's last checkpoint, for evaluation or export."""
+    from toolkit.engine import CHECKPOINT, Trainer
+
+    recipe = load_and_resolve(run_dir / "recipe.yaml", overrides, plugins)
+    if not recipe.section("eval")["evaluators"]:
+        recipe = load_and_resolve(run_dir / "recipe.yaml", [*DEFAULT_EVALUATORS, *overrides], plugins)
+    trainer = Trainer(recipe, plugins, run_dir)
+    trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
+    return trainer

@@ -1,0 +1,67 @@
+"""The engine's own recipe sections: ``trainer``, ``schedule`` and ``eval``.
+
+Each is a dataclass whose fields are the section's schema, validated like a component factory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer:`` how to run the loop.
+
+    ``batch_size`` is the number of items per optimizer step (each seen through every view);
+    with ``accumulate_grad_batches = k`` each step accumulates ``k`` micro-batches of
+    ``batch_size // k``. ``precision: auto`` means bf16 autocast on CUDA and fp32 elsewhere.
+    ``checkpoint_every`` counts optimizer steps; a checkpoint is also written at the end.
+    """
+
+    batch_size: int = 256
+    accumulate_grad_batches: int = 1
+    clip_grad_norm: float | None = None
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    output_dir: Path | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """``schedule:`` length of training and the learning rate over it.
+
+    Linear warmup from 0 to the optimizer's ``lr`` over ``warmup_epochs`` (or ``warmup_steps``),
+    then a cosine decay to ``min_lr_ratio * lr`` at the last step. ``max_steps`` caps the
+    number of optimizer steps (handy for smoke tests) without changing the epoch length.
+    """
+
+    epochs: int = 100
+    max_steps: int | None = None
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    """``eval:`` frozen-feature evaluation, periodic and at the end of training.
+
+    ``evaluators`` are component blocks (``{name: knn, k: 200}``). Features come from the
+    data source rebuilt with ``train_data`` / ``test_data`` merged over ``data`` (their
+    ``split`` defaults to ``train`` / ``test``) and the
+    augmentation's evaluation transform. ``every_epochs: 0`` evaluates at the end only;
+    ``at_start: true`` also evaluates the randomly initialised encoder before training.
+    """
+
+    evaluators: list[dict[str, Any]] = field(default_factory=list)
+    every_epochs: int = 0
+    at_start: bool = False
+    train_data: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
+    test_data: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+    batch_size: int = 256

@@ -1,0 +1,160 @@
+"""Deterministic batching: which items each step sees, and the random views made of them.
+
+Each epoch visits a seeded permutation of the data source. Step ``b`` of epoch ``e`` takes items
+``perm_e[b * B:(b + 1) * B]`` (the last partial batch is dropped so every step has ``B`` items).
+Each item's augmentation draws from a generator seeded by ``(seed, epoch, position)``, so the
+same step produces the same views whatever the number of workers, the micro-batching, or a
+resume in between: the data position ``(epoch, step)`` is all a checkpoint needs to store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from toolkit.interfaces import Augmentation, Batch, DataSource
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which dataset indices make up step ``step`` of epoch ``epoch``.
+
+    ``batch_size`` is per optimizer step; ``micro_batches`` splits it for gradient accumulation.
+    """
+
+    dataset_size: int
+    batch_size: int
+    seed: int
+    micro_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.micro_batches:
+            raise ValueError(
+                f"trainer.batch_size ({self.batch_size}) must be divisible by "
+                f"trainer.accumulate_grad_batches ({self.micro_batches})"
+            )
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the data source has {self.dataset_size} items, fewer than one batch of {self.batch_size}: "
+                f"lower trainer.batch_size"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.dataset_size // self.batch_size
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.batch_size // self.micro_batches
+
+    def order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.dataset_size, generator=generator)
+
+    def positions(self, step: int, micro: int) -> range:
+        """Positions within the epoch's order covered by micro-batch ``micro`` of ``step``."""
+        start = step * self.batch_size + micro * self.micro_batch_size
+        return range(start, start + self.micro_batch_size)
+
+
+class ViewBatches(Dataset):
+    """A dataset of whole micro-batches, keyed by ``(epoch, step, micro)``."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        augmentation: Augmentation,
+        collate: Callable[[Sequence[Any]], Any],
+        plan: BatchPlan,
+    ) -> None:
+        self.source, self.augmentation, self.collate, self.plan = source, augmentation, collate, plan
+        self._orders: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.plan.steps_per_epoch * self.plan.micro_batches
+
+    def __getitem__(self, key: tuple[int, int, int]) -> Batch:
+        epoch, step, micro = key
+        order = self._order(epoch)
+        positions = self.plan.positions(step, micro)
+        indices = order[positions.start:positions.stop]
+        item_views = []
+        with torch.random.fork_rng(devices=[]):
+            for position, index in zip(positions, indices.tolist()):
+                torch.manual_seed(item_seed(self.plan.seed, epoch, position))
+                item_views.append(self.augmentation(self.source[index]))
+        return collate_views(item_views, indices, self.source.labels, self.collate)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            self._orders = {epoch: self.plan.order(epoch)}
+        return self._orders[epoch]
+
+
+class EpochKeys(Sampler):
+    """The keys of one epoch from ``start_step`` on."""
+
+    def __init__(self, plan: BatchPlan, epoch: int, start_step: int) -> None:
+        self.plan, self.epoch, self.start_step = plan, epoch, start_step
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for step in range(self.start_step, self.plan.steps_per_epoch):
+            for micro in range(self.plan.micro_batches):
+                yield (self.epoch, step, micro)
+
+    def __len__(self) -> int:
+        return (self.plan.steps_per_epoch - self.start_step) * self.plan.micro_batches
+
+
+def epoch_loader(
+    batches: ViewBatches, epoch: int, start_step: int, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """Micro-batches of one epoch, in order, from ``start_step``."""
+    return DataLoader(
+        batches,
+        batch_size=None,
+        sampler=EpochKeys(batches.plan, epoch, start_step),
+        num_workers=num_workers,
+        collate_fn=_identity,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+    )
+
+
+def collate_views(
+    item_views: Sequence[Sequence[Any]],
+    indices: torch.Tensor,
+    labels: torch.Tensor | None,
+    collate: Callable[[Sequence[Any]], Any],
+) -> Batch:
+    """``item_views[i][v]`` (item ``i``, view ``v``) -> a :class:`Batch` with one entry per view."""
+    n_views = len(item_views[0])
+    views = [collate([views[v] for views in item_views]) for v in range(n_views)]
+    return Batch(views=views, index=indices.clone(), labels=labels[indices] if labels is not None else None)
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    """A distinct 63-bit seed per (run seed, epoch, position in epoch)."""
+    mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + position * 0x94D049BB133111EB)
+    return mixed % (2**63 - 1)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def subset_indices(size: int, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """All ``size`` indices, or a fixed random subset of ``limit`` of them in ascending order.
+
+    Data sources use this for their ``limit`` parameter, so that a limited split keeps the
+    class balance of the full one even when the file is sorted by class.
+    """
+    if limit is None or limit >= size:
+        return torch.arange(size)
+    if limit < 1:
+        raise ValueError(f"data.limit must be positive, got {limit}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=generator)[:limit].sort().values

@@ -1,0 +1,301 @@
+"""The one training loop. It never names a method: everything it trains comes from a recipe.
+
+A run directory holds ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/last.pt``
+and, at the end, ``encoder/`` (the export). ``Trainer.resume(run_dir)`` continues exactly where
+the last checkpoint stopped: weights, optimizer, schedule, random state and data position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit import checkpoint
+from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
+from toolkit.data import BatchPlan, ViewBatches, epoch_loader
+from toolkit.evaluation import FeatureContext, run_evaluators
+from toolkit.export import export_encoder
+from toolkit.interfaces import Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector
+from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
+from toolkit.plugins import Plugins
+from toolkit.recipe import Recipe, build, call_factory, load_and_resolve
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class SelfSupervisedModel(nn.Module):
+    """Encoder, projector and objective as one module: one state dict, one DDP wrapper."""
+
+    def __init__(self, encoder: Encoder, projector: Projector, objective: Objective) -> None:
+        super().__init__()
+        self.encoder, self.projector, self.objective = encoder, projector, objective
+
+    def forward(self, batch: Batch) -> ObjectiveOutput:
+        return self.objective(batch, self.encoder, self.projector)
+
+
+class Trainer:
+    """Builds every component of a recipe and runs training, evaluation and export."""
+
+    def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr) -> None:
+        self.recipe, self.plugins, self.run_dir, self.log = recipe, plugins, Path(run_dir), log
+        self.config: TrainerConfig = recipe.config("trainer")
+        self.schedule: ScheduleConfig = recipe.config("schedule")
+        self.eval_config: EvalConfig = recipe.config("eval")
+        _seed_everything(self.config.seed)
+        self.device = resolve_device(self.config.device)
+        self.autocast_dtype = _autocast_dtype(self.config.precision, self.device)
+
+        self.encoder: Encoder = build(plugins, "encoder", recipe.section("encoder"))
+        self.source: DataSource = self._data_source(recipe.section("data"))
+        self.augmentation: Augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
+        projector = build(plugins, "projector", recipe.section("projector"), input_dim=self.encoder.output_dim)
+        self.plan = BatchPlan(len(self.source), self.config.batch_size, self.config.seed,
+                              self.config.accumulate_grad_batches)
+        self.total_steps = self.plan.steps_per_epoch * self.schedule.epochs
+        if self.schedule.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.schedule.max_steps)
+        objective = build(plugins, "objective", recipe.section("objective"), encoder=self.encoder,
+                          projector=projector, dataset_size=len(self.source), num_classes=self.source.num_classes,
+                          total_steps=self.total_steps)
+        self.model = SelfSupervisedModel(self.encoder, projector, objective).to(self.device)
+        self.evaluators = [build(plugins, "evaluator", block) for block in self.eval_config.evaluators]
+
+        optimizer_block = recipe.section("optimizer")
+        self.optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
+                                      params=parameter_groups([self.model]))
+        warmup = self.schedule.warmup_steps
+        if warmup is None:
+            warmup = round(self.schedule.warmup_epochs * self.plan.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, warmup, self.schedule.min_lr_ratio))
+        self.batches = ViewBatches(self.source, self.augmentation, self.encoder.collate(), self.plan)
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.last_eval: dict[str, float] = {}
+        self.start_eval: dict[str, float] = {}
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, plugins: Plugins, run_dir: Path | None = None, **kwargs: Any) -> Trainer:
+        """A fresh run in ``run_dir`` (default ``trainer.output_dir`` or ``runs/<name>``)."""
+        run_dir = Path(run_dir or recipe.section("trainer")["output_dir"] or Path("runs") / recipe.name)
+        if (run_dir / CHECKPOINT).exists():
+            raise FileExistsError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
+                                  f"{run_dir}` or choose another directory (trainer.output_dir=...)")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+        return cls(recipe, plugins, run_dir, **kwargs)
+
+    @classmethod
+    def resume(cls, run_dir: Path, plugins: Plugins, **kwargs: Any) -> Trainer:
+        """The run in ``run_dir``, restored from its last checkpoint."""
+        run_dir = Path(run_dir)
+        recipe = load_and_resolve(run_dir / "recipe.yaml", (), plugins)
+        trainer = cls(recipe, plugins, run_dir, **kwargs)
+        trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
+        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+        return trainer
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``total_steps``; return the final evaluation metrics."""
+        self.plugins.hook.on_train_start(trainer=self)
+        if self.step == 0 and self.eval_config.at_start and self.evaluators:
+            self.start_eval = self.evaluate(tag="eval_start")
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            loader = epoch_loader(self.batches, self.epoch, self.step_in_epoch, self.config.num_workers,
+                                  pin_memory=self.device.type == "cuda")
+            micro, losses, metric_sums = 0, [], {}
+            for batch in loader:
+                output = self._forward_backward(batch)
+                losses.append(output.loss.detach())
+                for key, value in output.metrics.items():
+                    metric_sums[key] = metric_sums.get(key, 0.0) + float(value) / self.plan.micro_batches
+                micro += 1
+                if micro < self.plan.micro_batches:
+                    continue
+                loss = torch.stack(losses).mean().item()
+                self._optimizer_step(loss)
+                metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], **metric_sums}
+                micro, losses, metric_sums = 0, [], {}
+                window_steps += 1
+                if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    metrics["samples_per_s"] = window_steps * self.plan.batch_size / max(elapsed, 1e-9)
+                    self._log_progress(metrics, elapsed / window_steps)
+                    window_start, window_steps = time.perf_counter(), 0
+                self._append_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, **metrics})
+                self.plugins.hook.on_step_end(trainer=self, step=self.step, metrics=metrics)
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+            if self.step_in_epoch == self.plan.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                every = self.eval_config.every_epochs
+                if every and self.epoch % every == 0 and self.step < self.total_steps and self.evaluators:
+                    self.evaluate()
+                    window_start, window_steps = time.perf_counter(), 0
+        self.save_checkpoint()
+        final = self.evaluate() if self.evaluators else {}
+        self.export(self.run_dir / "encoder")
+        self._print_summary(final)
+        self.plugins.hook.on_train_end(trainer=self, metrics=final)
+        return final
+
+    def evaluate(self, tag: str = "eval") -> dict[str, float]:
+        """Run the recipe's evaluators on the current encoder; log and return their metrics."""
+        context = FeatureContext(
+            self.encoder, self.augmentation,
+            {"train": lambda: self._data_source({**self.recipe.section("data"), **self.eval_config.train_data}),
+             "test": lambda: self._data_source({**self.recipe.section("data"), **self.eval_config.test_data})},
+            self.device, self.eval_config.batch_size, self.autocast_dtype)
+        started = time.perf_counter()
+        metrics = run_evaluators(self.evaluators, context)
+        self._append_metrics({"kind": tag, "step": self.step, "epoch": self.epoch, **metrics})
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)", file=self.log, flush=True)
+        self.last_eval = metrics
+        self.plugins.hook.on_eval_end(trainer=self, step=self.step, metrics=metrics)
+        return metrics
+
+    def export(self, out_dir: Path) -> Path:
+        return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
+                              out_dir, self.plugins, {"recipe": self.recipe.name, "step": self.step})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": checkpoint.capture_rng(),
+            "start_eval": self.start_eval,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        self.start_eval = state.get("start_eval", {})
+        checkpoint.restore_rng(state["rng"])
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / CHECKPOINT
+        checkpoint.save_atomic(self.state_dict(), path)
+        return path
+
+    def _forward_backward(self, batch: Batch) -> ObjectiveOutput:
+        batch = self.augmentation.on_device(batch.to(self.device, non_blocking=True))
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                    else contextlib.nullcontext())
+        with autocast:
+            output = self.model(batch)
+        (output.loss / self.plan.micro_batches).backward()
+        return output
+
+    def _optimizer_step(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = self.run_dir / CHECKPOINT
+            last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"loss became {loss} at step {self.step + 1} (epoch {self.epoch}); training stopped and {last}. "
+                f"Lower optimizer.lr, set trainer.clip_grad_norm, or use trainer.precision=fp32, then continue "
+                f"with `selfsup train --resume {self.run_dir}` or start again."
+            )
+        if self.config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.step_in_epoch += 1
+        self.model.objective.after_step(self.step, self.total_steps)
+
+    def _data_source(self, block: dict[str, Any]) -> DataSource:
+        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _log_progress(self, metrics: dict[str, float], seconds_per_step: float) -> None:
+        eta = _duration(seconds_per_step * (self.total_steps - self.step))
+        extra = "".join(f" | {k} {v:.4g}" for k, v in metrics.items() if k not in ("loss", "lr", "samples_per_s"))
+        print(f"step {self.step}/{self.total_steps} | epoch {self.epoch} | loss {metrics['loss']:.4f} | "
+              f"lr {metrics['lr']:.4g} | {metrics['samples_per_s']:.0f} samples/s | ETA {eta}{extra}",
+              file=self.log, flush=True)
+
+    def _print_summary(self, final: dict[str, float]) -> None:
+        if not final:
+            return
+        rows = [f"{'metric':<16}{'random init':>12}{'trained':>12}"] if self.start_eval else [f"{'metric':<16}{'trained':>12}"]
+        for key, value in final.items():
+            start = f"{self.start_eval[key]:>12.4f}" if key in self.start_eval else ""
+            rows.append(f"{key:<16}{start}{value:>12.4f}")
+        print(f"\nfinal evaluation ({self.recipe.name}, step {self.step}):\n  " + "\n  ".join(rows), file=self.log,
+              flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"trainer.device: {error}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("trainer.device is cuda but no CUDA device is available; use trainer.device=auto or cpu")
+    return device
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,163 @@
+"""Frozen-feature evaluation: weighted cosine kNN and a linear probe, plus the feature cache.
+
+Both evaluators read features from an :class:`~toolkit.interfaces.EvalContext`, which embeds a
+data source's items through the augmentation's evaluation transform and the encoder in eval
+mode, pooled to one vector per item.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from toolkit.interfaces import Augmentation, DataSource, Encoder, EvalContext, Evaluator, pool, to_device
+
+
+class KNNEvaluator(Evaluator):
+    """Weighted cosine k-nearest-neighbour classification (Wu et al. 2018, "InstDisc").
+
+    Each test feature votes with its ``k`` most cosine-similar training features; neighbour
+    ``j`` adds ``exp(s_j / temperature)`` to the score of its class; the top class wins.
+    Reports ``knn_top1`` (and ``knn_top5`` when there are more than 5 classes).
+    """
+
+    def __init__(self, k: int = 200, temperature: float = 0.07) -> None:
+        self.k, self.temperature = k, temperature
+
+    def evaluate(self, context: EvalContext) -> dict[str, float]:
+        train, train_labels = _labelled(context, "train")
+        test, test_labels = _labelled(context, "test")
+        scores = knn_scores(train, train_labels, test, self.k, self.temperature)
+        metrics = {"knn_top1": _topk_accuracy(scores, test_labels, 1)}
+        if scores.shape[1] > 5:
+            metrics["knn_top5"] = _topk_accuracy(scores, test_labels, 5)
+        return metrics
+
+
+class LinearProbeEvaluator(Evaluator):
+    """Multinomial logistic regression on frozen, standardised features.
+
+    Minimises ``CE(W x + b, y) + weight_decay * ||W||^2`` over the whole training set with
+    L-BFGS (deterministic, no learning rate to tune). Reports ``linear_top1``.
+    """
+
+    def __init__(self, weight_decay: float = 1e-4, max_iter: int = 200) -> None:
+        self.weight_decay, self.max_iter = weight_decay, max_iter
+
+    def evaluate(self, context: EvalContext) -> dict[str, float]:
+        train, train_labels = _labelled(context, "train")
+        test, test_labels = _labelled(context, "test")
+        classifier = fit_linear_probe(train, train_labels, self.weight_decay, self.max_iter)
+        with torch.no_grad():
+            accuracy = (classifier(test).argmax(dim=1) == test_labels).float().mean().item()
+        return {"linear_top1": accuracy}
+
+
+def knn_scores(train: Tensor, train_labels: Tensor, test: Tensor, k: int, temperature: float) -> Tensor:
+    """Class scores ``(M, C)`` for test features ``(M, D)`` from train features ``(N, D)``."""
+    num_classes = int(train_labels.max()) + 1
+    train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+    k = min(k, train.shape[0])
+    scores = []
+    for chunk in test.split(1024):
+        similarity, neighbours = (chunk @ train.T).topk(k, dim=1)
+        weights = (similarity / temperature).exp()
+        votes = torch.zeros(chunk.shape[0], num_classes).scatter_add_(1, train_labels[neighbours], weights)
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def fit_linear_probe(features: Tensor, labels: Tensor, weight_decay: float, max_iter: int) -> torch.nn.Module:
+    """A standardising linear classifier fitted with full-batch L-BFGS."""
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    linear = torch.nn.Linear(features.shape[1], int(labels.max()) + 1)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    x = (features - mean) / std
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(x), labels) + weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return torch.nn.Sequential(_Standardize(mean, std), linear).eval()
+
+
+class FeatureContext(EvalContext):
+    """Embeds the evaluation splits once per evaluation and caches the features."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        augmentation: Augmentation,
+        sources: dict[str, Callable[[], DataSource]],
+        device: torch.device,
+        batch_size: int = 256,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.encoder, self.augmentation, self.device = encoder, augmentation, device
+        self._sources, self._batch_size, self._autocast = sources, batch_size, autocast_dtype
+        self._cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+
+    def features(self, role: Literal["train", "test"]) -> tuple[Tensor, Tensor | None]:
+        if role not in self._cache:
+            source = self._sources[role]()
+            self._cache[role] = (self.embed(source), source.labels)
+        return self._cache[role]
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[Any]) -> Tensor:
+        was_training = self.encoder.training
+        self.encoder.eval()
+        collate = self.encoder.collate()
+        chunks = []
+        autocast = (torch.autocast(self.device.type, dtype=self._autocast) if self._autocast
+                    else contextlib.nullcontext())
+        try:
+            for start in range(0, len(items), self._batch_size):
+                views = [self.augmentation.eval_transform(items[i])
+                         for i in range(start, min(start + self._batch_size, len(items)))]
+                x = to_device(collate(views), self.device)
+                with autocast:
+                    chunks.append(pool(self.encoder(x)).float().cpu())
+        finally:
+            self.encoder.train(was_training)
+        return torch.cat(chunks)
+
+
+def run_evaluators(evaluators: Sequence[Evaluator], context: EvalContext) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for evaluator in evaluators:
+        metrics.update(evaluator.evaluate(context))
+    return metrics
+
+
+class _Standardize(torch.nn.Module):
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _labelled(context: EvalContext, role: Literal["train", "test"]) -> tuple[Tensor, Tensor]:
+    features, labels = context.features(role)
+    if labels is None:
+        raise ValueError(f"this evaluator needs labels, but the {role} data source has none; "
+                         f"remove it from eval.evaluators or use labelled data")
+    return features, labels
+
+
+def _topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return (top == labels[:, None]).any(dim=1).float().mean().item()

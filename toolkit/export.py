@@ -1,0 +1,77 @@
+"""Exported encoders: ``model.safetensors`` + ``encoder.json``, loadable without the run.
+
+``encoder.json`` names the encoder component and its parameters (and the augmentation whose
+evaluation transform prepares inputs), so :func:`load_encoder` rebuilds the module through the
+plugin registry and loads the weights; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from safetensors.torch import load_model, save_model
+
+from toolkit.interfaces import Encoder
+from toolkit.plugins import Plugins, default_plugins
+from toolkit.recipe import build
+
+FORMAT = "selfsup-encoder"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+METADATA = "encoder.json"
+
+
+def export_encoder(
+    encoder: Encoder,
+    encoder_block: dict[str, Any],
+    augmentation_block: dict[str, Any],
+    out_dir: Path,
+    plugins: Plugins,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``encoder``'s weights and metadata into ``out_dir``; return ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    component = plugins.get("encoder", encoder_block["name"])
+    info = plugins.infos.get(component.plugin)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder": encoder_block,
+        "augmentation": augmentation_block,
+        "plugin": component.plugin,
+        "plugin_version": info.version if info else None,
+        "output_dim": encoder.output_dim,
+        "output_kind": encoder.output_kind,
+        **(extra or {}),
+    }
+    save_model(encoder, str(out_dir / WEIGHTS))
+    (out_dir / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def load_encoder(path: str | Path, plugins: Plugins | None = None) -> Encoder:
+    """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode."""
+    plugins = plugins or default_plugins()
+    metadata = read_metadata(path)
+    encoder = build(plugins, "encoder", metadata["encoder"])
+    load_model(encoder, str(Path(path) / WEIGHTS))
+    return encoder.eval()
+
+
+def load_eval_transform(path: str | Path, plugins: Plugins | None = None) -> Callable[[Any], Any]:
+    """The deterministic input transform (resize, crop, ...) the exported encoder was evaluated with."""
+    plugins = plugins or default_plugins()
+    return build(plugins, "augmentation", read_metadata(path)["augmentation"]).eval_transform
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    meta_path = Path(path) / METADATA
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not an exported encoder: {METADATA} is missing "
+                                f"(create one with `selfsup export RUN_DIR --out {path}`)")
+    metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: not a selfsup encoder export (format {metadata.get('format')!r})")
+    return metadata

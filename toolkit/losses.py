@@ -1,0 +1,49 @@
+"""Pure contrastive loss functions of tensors, shared by objectives of every modality.
+
+Objectives add configuration (temperatures, heads) and call these; tests check them against
+naive loops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def nt_xent(z: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Normalised-temperature cross entropy over ``V`` views (Chen et al. 2020, SimCLR).
+
+    ``z: (V, N, D)``, view ``v`` of item ``i`` at ``z[v, i]``. With ``u`` the L2-normalised
+    rows and ``s_ab = u_a . u_b / temperature``, every one of the ``V * N`` anchors ``a`` has
+    the other ``V - 1`` views of its item as positives ``P(a)``::
+
+        loss = mean_a  -1/|P(a)| sum_{p in P(a)} log( exp(s_ap) / sum_{b != a} exp(s_ab) )
+
+    For ``V = 2`` this is SimCLR's NT-Xent (one positive, ``2N - 2`` negatives per anchor).
+    Returns the scalar loss and the top-1 accuracy of picking a positive among all candidates.
+    """
+    views, n, dim = z.shape
+    item = torch.arange(n, device=z.device).repeat(views)
+    return supervised_nt_xent(z.reshape(views * n, dim), item, temperature)
+
+
+def supervised_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """NT-Xent where rows with equal ``groups`` are positives (Khosla et al. 2020, SupCon "out").
+
+    ``z: (M, D)``, ``groups: (M,)``. Anchors without any positive are left out of the mean.
+    Returns the scalar loss and the top-1 accuracy of picking a positive among all candidates.
+    """
+    u = F.normalize(z.float(), dim=1)
+    logits = u @ u.T / temperature
+    self_mask = torch.eye(len(u), dtype=torch.bool, device=u.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positives = (groups[:, None] == groups[None, :]) & ~self_mask
+    log_prob = logits.log_softmax(dim=1).masked_fill(self_mask, 0.0)
+    counts = positives.sum(dim=1)
+    has_positive = counts > 0
+    per_anchor = -(log_prob * positives).sum(dim=1)[has_positive] / counts[has_positive]
+    with torch.no_grad():
+        best = logits.argmax(dim=1)
+        accuracy = positives[torch.arange(len(u), device=u.device), best][has_positive].float().mean()
+    return per_anchor.mean(), accuracy

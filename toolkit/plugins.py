@@ -1,0 +1,214 @@
+"""Plugin discovery and the component registry.
+
+Plugins are found through the ``selfsup`` entry-point group. Each entry point is loaded on its
+own, so one that fails to import is recorded (name and error) while the others keep working;
+``SELFSUP_STRICT_PLUGINS=1`` turns such a failure into an error, and
+``SELFSUP_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. Built-in plugins are found
+the same way as third-party ones: the core never imports them by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+import traceback
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from toolkit import hookspecs
+
+KINDS: dict[str, str] = {
+    "augmentation": "register_augmentations",
+    "encoder": "register_encoders",
+    "projector": "register_projectors",
+    "objective": "register_objectives",
+    "datasource": "register_datasources",
+    "evaluator": "register_evaluators",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class UnknownComponentError(KeyError):
+    """A recipe named a component that no loaded plugin registers."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+
+
+@dataclass
+class PluginInfo:
+    """What ``selfsup plugins`` shows for one plugin."""
+
+    name: str
+    module: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    components: dict[str, list[str]] = field(default_factory=dict)
+    recipes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Plugins:
+    """The loaded plugins: a pluggy manager, a component registry and a load report."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+    def add(self, name: str, module: ModuleType, info: PluginInfo | None = None) -> None:
+        """Register ``module`` as plugin ``name`` and collect what it registers."""
+        if name in self.infos and self.infos[name].error is None:
+            raise PluginError(f"two plugins are named {name!r}; rename one entry point")
+        info = info or PluginInfo(name, module.__name__, None, None, builtin=False)
+        self.infos[name] = info
+        self.manager.register(module, name=name)
+        info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
+        try:
+            for kind, hook_name in KINDS.items():
+                self._collect(name, hook_name, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
+            self._collect(name, "register_recipes", lambda path: info.recipes.append(str(path)))
+        except PluginError:
+            raise
+        except Exception as error:  # a plugin's own bug must not take the others down
+            self.manager.unregister(module)
+            info.error = _describe(error)
+            self._forget(name)
+            if strict_plugins():
+                raise PluginError(f"plugin {name!r} failed while registering: {info.error}") from error
+
+    def remove(self, name: str) -> None:
+        """Unregister plugin ``name`` and every component it registered."""
+        module = self.manager.get_plugin(name)
+        if module is not None:
+            self.manager.unregister(module)
+        self._forget(name)
+        self.infos.pop(name, None)
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component ``name`` of ``kind``; unknown names raise with close matches."""
+        registered = self._components[kind]
+        if name not in registered:
+            raise UnknownComponentError(_unknown_message(kind, name, sorted(registered)))
+        return registered[name]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._components[kind])
+
+    def components(self, kind: str) -> list[Component]:
+        return [self._components[kind][n] for n in self.names(kind)]
+
+    def recipes(self) -> dict[str, list[str]]:
+        return {n: i.recipes for n, i in sorted(self.infos.items()) if i.recipes}
+
+    def _collect(self, plugin: str, hook_name: str, register: Callable[..., None]) -> None:
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            if impl.plugin_name == plugin:
+                impl.function(register=register)
+
+    def _add_component(self, kind: str, name: str, factory: Callable[..., Any], plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}")
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} with a non-callable factory")
+        existing = self._components[kind].get(name)
+        if existing is not None:
+            raise PluginError(
+                f"{kind} {name!r} is registered by both plugin {existing.plugin!r} and plugin {plugin!r}. "
+                f"Uninstall one of them, or block one with SELFSUP_DISABLE_PLUGINS={plugin}"
+            )
+        self._components[kind][name] = Component(kind, name, factory, plugin)
+        self.infos[plugin].components.setdefault(kind, []).append(name)
+
+    def _forget(self, plugin: str) -> None:
+        for registered in self._components.values():
+            for name in [n for n, c in registered.items() if c.plugin == plugin]:
+                del registered[name]
+        if plugin in self.infos:
+            self.infos[plugin].components = {}
+            self.infos[plugin].recipes = []
+
+
+def discover(extra: dict[str, ModuleType] | None = None) -> Plugins:
+    """Load every ``selfsup`` entry point (minus blocked ones) plus ``extra`` modules."""
+    plugins = Plugins()
+    blocked = disabled_plugins()
+    own_distribution = "selfsup-toolkit"
+    for entry_point in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
+        if entry_point.name in blocked:
+            continue
+        dist = entry_point.dist
+        info = PluginInfo(
+            name=entry_point.name,
+            module=entry_point.value,
+            version=dist.version if dist else None,
+            distribution=dist.metadata["Name"] if dist else None,
+            builtin=bool(dist and dist.metadata["Name"] == own_distribution),
+        )
+        try:
+            module = entry_point.load()
+        except Exception as error:
+            info.error = _describe(error)
+            plugins.infos[entry_point.name] = info
+            if strict_plugins():
+                raise PluginError(f"plugin {entry_point.name!r} failed to import: {info.error}") from error
+            continue
+        plugins.add(entry_point.name, module, info)
+    for name, module in (extra or {}).items():
+        if name not in blocked:
+            plugins.add(name, module)
+    return plugins
+
+
+_default: Plugins | None = None
+
+
+def default_plugins() -> Plugins:
+    """The process-wide plugin set, discovered on first use."""
+    global _default
+    if _default is None:
+        _default = discover()
+    return _default
+
+
+def strict_plugins() -> bool:
+    return os.environ.get("SELFSUP_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+def disabled_plugins() -> set[str]:
+    return {n.strip() for n in os.environ.get("SELFSUP_DISABLE_PLUGINS", "").split(",") if n.strip()}
+
+
+def _describe(error: BaseException) -> str:
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def _unknown_message(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    listing = ", ".join(known) or "none"
+    return f"no {kind} named {name!r}.{hint} Registered {kind}s: {listing}. (`selfsup plugins` lists them)"

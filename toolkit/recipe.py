@@ -1,0 +1,345 @@
+"""Recipes: YAML files that name components and settings, validated before anything runs.
+
+- Loaded with ``yaml.safe_load`` semantics only: a recipe can never import code by string.
+- ``extends: [base.yaml, ...]`` (paths relative to the extending file) are deep-merged in
+  order, then the file itself; later wins; lists and scalars are replaced, mappings merged.
+- Overrides ``key.path=value`` (values parsed as YAML) apply last.
+- Every block is checked against its factory's signature; errors name the file, the line and
+  the key path, with close matches for unknown keys.
+- Parameters annotated ``pathlib.Path`` are resolved relative to the file that set them
+  (relative to the working directory for command-line overrides).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import yaml
+
+from toolkit import schema
+from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
+from toolkit.optim import OPTIMIZERS
+from toolkit.plugins import Plugins, UnknownComponentError
+
+COMPONENT_SECTIONS: dict[str, str] = {
+    "data": "datasource",
+    "augmentation": "augmentation",
+    "encoder": "encoder",
+    "projector": "projector",
+    "objective": "objective",
+}
+CONFIG_SECTIONS: dict[str, type] = {"trainer": TrainerConfig, "schedule": ScheduleConfig, "eval": EvalConfig}
+TOP_LEVEL = ["name", "description", *COMPONENT_SECTIONS, "optimizer", *CONFIG_SECTIONS]
+REQUIRED = ["data", "augmentation", "encoder", "objective"]
+INJECTED: dict[str, frozenset[str]] = {
+    "projector": frozenset({"input_dim"}),
+    "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
+    "datasource": frozenset({"input_spec"}),
+    "optimizer": frozenset({"params"}),
+}
+DEFAULT_PROJECTOR = {"name": "identity"}
+
+KeyPath = tuple[Any, ...]
+
+
+class RecipeError(ValueError):
+    """A recipe is malformed; the message names where and what to do."""
+
+
+@dataclasses.dataclass
+class Origin:
+    file: Path | None  # None: a command-line override
+    line: int | None
+    text: str = ""
+
+    def __str__(self) -> str:
+        if self.file is None:
+            return f"override {self.text!r}"
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent if self.file is not None else Path.cwd()
+
+
+@dataclasses.dataclass
+class RecipeDocument:
+    """A merged, not yet validated recipe and where each of its keys came from."""
+
+    values: dict[str, Any]
+    origins: dict[KeyPath, Origin]
+    path: Path | None
+
+    def origin(self, key_path: KeyPath) -> Origin:
+        for end in range(len(key_path), -1, -1):
+            if key_path[:end] in self.origins:
+                return self.origins[key_path[:end]]
+        return Origin(self.path, None)
+
+    def error(self, key_path: KeyPath, message: str) -> RecipeError:
+        dotted = ".".join(map(str, key_path)) or "(top level)"
+        return RecipeError(f"{self.origin(key_path)}: {dotted}: {message}")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe with every default filled in; ``values`` is plain YAML data."""
+
+    values: dict[str, Any]
+    path: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.values["name"]
+
+    def section(self, key: str) -> dict[str, Any]:
+        return self.values[key]
+
+    def config(self, key: str) -> Any:
+        """``trainer``/``schedule``/``eval`` as their dataclass."""
+        return CONFIG_SECTIONS[key](**self.values[key])
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.values, sort_keys=False, default_flow_style=None, width=100)
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> RecipeDocument:
+    """Read ``path`` with its ``extends`` chain and apply ``overrides``."""
+    path = Path(path)
+    values, origins = _load_with_extends(path.resolve(), chain=())
+    document = RecipeDocument(values, origins, path)
+    for override in overrides:
+        _apply_override(document, override)
+    return document
+
+
+def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
+    """Validate ``document`` against the registered components; fill every default."""
+    values = document.values
+    for key in values:
+        if key not in TOP_LEVEL:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise document.error((key,), f"unknown section{hint} Valid sections: {', '.join(TOP_LEVEL)}")
+    for key in REQUIRED:
+        if key not in values:
+            raise document.error((), f"missing required section {key!r} (a block like `{key}: {{name: ...}}`)")
+    name = values.get("name") or (document.path.stem if document.path else "recipe")
+    resolved: dict[str, Any] = {"name": name}
+    if "description" in values:
+        resolved["description"] = values["description"]
+    for section, kind in COMPONENT_SECTIONS.items():
+        block = values.get(section, DEFAULT_PROJECTOR if section == "projector" else None)
+        resolved[section] = _resolve_component(document, (section,), kind, block, plugins)
+    resolved["optimizer"] = _resolve_block(
+        document, ("optimizer",), values.get("optimizer", {"name": "sgd"}), "optimizer", OPTIMIZERS.get,
+        sorted(OPTIMIZERS),
+    )
+    for section, config_type in CONFIG_SECTIONS.items():
+        resolved[section] = _resolve_config(document, (section,), values.get(section) or {}, config_type)
+    resolved["eval"] = _resolve_eval(document, resolved["eval"], resolved["data"], plugins)
+    return Recipe(resolved, document.path)
+
+
+def load_and_resolve(path: str | Path, overrides: Sequence[str], plugins: Plugins) -> Recipe:
+    return resolve(load(path, overrides), plugins)
+
+
+def fields_for(kind: str, factory: Callable[..., Any]) -> dict[str, schema.Field]:
+    """The recipe-settable fields of a component factory of ``kind``."""
+    return schema.fields_of(factory, INJECTED.get(kind, frozenset()))
+
+
+def _resolve_component(
+    document: RecipeDocument, key_path: KeyPath, kind: str, block: Any, plugins: Plugins
+) -> dict[str, Any]:
+    def lookup(name: str) -> Callable[..., Any]:
+        try:
+            return plugins.get(kind, name).factory
+        except UnknownComponentError as error:
+            raise document.error(key_path + ("name",), str(error)) from None
+
+    return _resolve_block(document, key_path, block, kind, lookup, plugins.names(kind))
+
+
+def _resolve_block(
+    document: RecipeDocument,
+    key_path: KeyPath,
+    block: Any,
+    kind: str,
+    lookup: Callable[[str], Callable[..., Any] | None],
+    known: Iterable[str],
+) -> dict[str, Any]:
+    if not isinstance(block, dict) or not isinstance(block.get("name"), str):
+        raise document.error(key_path, f"expected a mapping with a `name` (one of: {', '.join(known)}), got {block!r}")
+    factory = lookup(block["name"])
+    if factory is None:
+        close = difflib.get_close_matches(block["name"], list(known), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise document.error(key_path + ("name",), f"no {kind} named {block['name']!r}.{hint} Known: {', '.join(known)}")
+    params = {k: v for k, v in block.items() if k != "name"}
+    fields = fields_for(kind, factory)
+    return {"name": block["name"], **_validate(document, key_path, params, fields)}
+
+
+def _resolve_config(document: RecipeDocument, key_path: KeyPath, block: Any, config_type: type) -> dict[str, Any]:
+    if not isinstance(block, dict):
+        raise document.error(key_path, f"expected a mapping, got {block!r}")
+    return _validate(document, key_path, block, schema.fields_of(config_type))
+
+
+def _resolve_eval(
+    document: RecipeDocument, block: dict[str, Any], data: dict[str, Any], plugins: Plugins
+) -> dict[str, Any]:
+    evaluators = []
+    for i, entry in enumerate(block["evaluators"]):
+        evaluators.append(_resolve_component(document, ("eval", "evaluators", i), "evaluator", entry, plugins))
+    data_fields = fields_for("datasource", plugins.get("datasource", data["name"]).factory)
+    result = dict(block, evaluators=evaluators)
+    for role, split in (("train_data", "train"), ("test_data", "test")):
+        block[role] = {"split": split, **block[role]}
+        partial = {k: f for k, f in data_fields.items() if k in block[role]}
+        for key in block[role]:
+            if key not in data_fields:
+                raise document.error(("eval", role, key), f"not a parameter of data source {data['name']!r}; "
+                                     f"valid: {', '.join(data_fields)}")
+        result[role] = _validate(document, ("eval", role), block[role], partial)
+    return result
+
+
+def _validate(
+    document: RecipeDocument, key_path: KeyPath, params: dict[str, Any], fields: dict[str, schema.Field]
+) -> dict[str, Any]:
+    try:
+        resolved = schema.validate(params, fields)
+    except schema.SchemaError as error:
+        raise document.error(key_path + (error.key,), error.message) from None
+    for key, value in resolved.items():
+        if value is not None and schema.is_path(fields[key].annotation):
+            if key in params:
+                value = document.origin(key_path + (key,)).base_dir / value
+            resolved[key] = str(Path(value).resolve()) if key in params else str(value)
+    return _plain(resolved)
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe copy: tuples become lists, paths strings."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dict[KeyPath, Origin]]:
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise RecipeError(f"{chain[-1]}: extends: recipes extend each other in a cycle: {cycle}")
+    if not path.is_file():
+        where = f"{chain[-1]}: extends: " if chain else ""
+        raise RecipeError(f"{where}recipe file not found: {path}")
+    values, origins = _read_yaml(path)
+    bases = values.pop("extends", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{origins.get(('extends',), path)}: extends: expected a path or a list of paths")
+    merged: dict[str, Any] = {}
+    merged_origins: dict[KeyPath, Origin] = {}
+    for base in bases:
+        base_values, base_origins = _load_with_extends((path.parent / base).resolve(), chain + (path,))
+        merged = _deep_merge(merged, base_values)
+        merged_origins.update(base_origins)
+    merged_origins.update(origins)
+    return _deep_merge(merged, values), merged_origins
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Origin]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}:1: a recipe must be a mapping of sections, got {type(values).__name__}")
+    origins: dict[KeyPath, Origin] = {}
+    _collect_origins(node, (), path, origins)
+    return values, origins
+
+
+def _collect_origins(node: yaml.Node, key_path: KeyPath, path: Path, origins: dict[KeyPath, Origin]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = key_path + (key_node.value,)
+            origins[child] = Origin(path, key_node.start_mark.line + 1)
+            _collect_origins(value_node, child, path, origins)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            origins[key_path + (i,)] = Origin(path, item.start_mark.line + 1)
+            _collect_origins(item, key_path + (i,), path, origins)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _apply_override(document: RecipeDocument, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {override!r}: expected key.path=value, e.g. trainer.batch_size=128")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as error:
+        raise RecipeError(f"override {override!r}: value is not valid YAML: {error}") from None
+    parts: list[Any] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    target: Any = document.values
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(target, list):
+            if not isinstance(part, int) or part >= len(target):
+                raise RecipeError(f"override {override!r}: {'.'.join(map(str, parts[:depth + 1]))} is not an index "
+                                  f"of a list of {len(target)}")
+            target = target[part]
+            continue
+        if not isinstance(target.get(part), (dict, list)):
+            target[part] = {}
+        target = target[part]
+    last = parts[-1]
+    if isinstance(target, list):
+        if not isinstance(last, int) or last > len(target):
+            raise RecipeError(f"override {override!r}: index out of range for a list of {len(target)}")
+        target[last:last + 1] = [value]
+    else:
+        target[last] = value
+    document.origins[tuple(parts)] = Origin(None, None, override)
+    for key_path in [p for p in document.origins if p[: len(parts)] == tuple(parts) and len(p) > len(parts)]:
+        document.origins[key_path] = Origin(None, None, override)
+
+
+def build(plugins: Plugins, kind: str, block: dict[str, Any], **available: Any) -> Any:
+    """Instantiate the component ``block`` names, passing the injected values it asks for."""
+    factory = plugins.get(kind, block["name"]).factory
+    return call_factory(factory, kind, block, **available)
+
+
+def call_factory(factory: Callable[..., Any], kind: str, block: dict[str, Any], **available: Any) -> Any:
+    params = schema.validate({k: v for k, v in block.items() if k != "name"}, fields_for(kind, factory))
+    accepted = schema.fields_of(factory).keys() | INJECTED.get(kind, frozenset())
+    wanted = set(inspect.signature(factory).parameters)
+    return factory(**params, **{k: v for k, v in available.items() if k in accepted and k in wanted})
