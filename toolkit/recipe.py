@@ -1,6 +1,7 @@
 """Recipes: YAML files that name components and settings, validated before anything runs.
 
-- Loaded with ``yaml.safe_load`` semantics only: a recipe can never import code by string.
+- Loaded with ``yaml.SafeLoader`` only (plus YAML 1.2 floats such as ``1e-3``): a recipe can
+  never import code by string.
 - ``extends: [base.yaml, ...]`` (paths relative to the extending file) are deep-merged in
   order, then the file itself; later wins; lists and scalars are replaced, mappings merged.
 - Overrides ``key.path=value`` (values parsed as YAML) apply last.
@@ -16,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -45,6 +47,17 @@ INJECTED: dict[str, frozenset[str]] = {
 DEFAULT_PROJECTOR = {"name": "identity"}
 
 KeyPath = tuple[Any, ...]
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class RecipeError(ValueError):
@@ -125,7 +138,7 @@ def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
         if key not in TOP_LEVEL:
             close = difflib.get_close_matches(str(key), TOP_LEVEL, n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise document.error((key,), f"unknown section{hint} Valid sections: {', '.join(TOP_LEVEL)}")
+            raise document.error((key,), f"unknown section{hint or '.'} Valid sections: {', '.join(TOP_LEVEL)}")
     for key in REQUIRED:
         if key not in values:
             raise document.error((), f"missing required section {key!r} (a block like `{key}: {{name: ...}}`)")
@@ -263,8 +276,8 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, A
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Origin]]:
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=RecipeLoader)
+        values = yaml.load(text, Loader=RecipeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -305,9 +318,11 @@ def _apply_override(document: RecipeDocument, override: str) -> None:
     if not sep or not key:
         raise RecipeError(f"override {override!r}: expected key.path=value, e.g. trainer.batch_size=128")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=RecipeLoader) if raw else ""
     except yaml.YAMLError as error:
         raise RecipeError(f"override {override!r}: value is not valid YAML: {error}") from None
+    if not all(key.split(".")):
+        raise RecipeError(f"override {override!r}: empty key in {key!r}; expected key.path=value")
     parts: list[Any] = [int(p) if p.isdigit() else p for p in key.split(".")]
     target: Any = document.values
     for depth, part in enumerate(parts[:-1]):
@@ -319,6 +334,7 @@ def _apply_override(document: RecipeDocument, override: str) -> None:
             continue
         if not isinstance(target.get(part), (dict, list)):
             target[part] = {}
+            document.origins[tuple(parts[:depth + 1])] = Origin(None, None, override)
         target = target[part]
     last = parts[-1]
     if isinstance(target, list):

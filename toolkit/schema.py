@@ -69,7 +69,7 @@ def validate(block: dict[str, Any], fields: dict[str, Field]) -> dict[str, Any]:
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise SchemaError(key, f"unknown key{hint} Valid keys: {', '.join(fields) or 'none'}")
+            raise SchemaError(key, f"unknown key{hint or '.'} Valid keys: {', '.join(fields) or 'none'}")
     resolved: dict[str, Any] = {}
     for name, field in fields.items():
         if name in block:
@@ -129,7 +129,7 @@ def _coerce(value: Any, annotation: Any) -> Any:
     if annotation is type(None) or annotation is None:
         return None if value is None else _MISMATCH
     if origin is Literal:
-        return value if value in args else _MISMATCH
+        return value if any(value == a and type(value) is type(a) for a in args) else _MISMATCH
     if origin in (Union, types.UnionType):
         ordered = sorted(args, key=lambda a: a is float)  # try exact types before int -> float
         for option in ordered:
@@ -167,7 +167,7 @@ def _coerce(value: Any, annotation: Any) -> Any:
             items = list(value)
         return _MISMATCH if _MISMATCH in items else tuple(items)
     if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or (args and args[0] is str and not all(isinstance(k, str) for k in value)):
             return _MISMATCH
         inner = args[1] if len(args) == 2 else Any
         items = {k: _coerce(v, inner) for k, v in value.items()}

@@ -93,7 +93,11 @@ def _load_torchvision_weights(net: nn.Module, path: Path) -> None:
         raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision ResNet state dict file)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"encoder.weights: {path} does not match this ResNet; check depth, width and stem "
+                         f"({str(error).splitlines()[1].strip()})") from None
     if missing or unexpected:
         raise ValueError(f"encoder.weights: {path} does not match this ResNet (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}); check depth, width and stem")

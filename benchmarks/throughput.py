@@ -1,0 +1,138 @@
+"""Engine overhead: SimCLR through `selfsup`'s Trainer vs a plain PyTorch loop doing the same work.
+
+Both build the same encoder, projector, augmentation and data from one recipe (default: the
+quickstart) and train with the same batch size, optimizer and number of data-loader workers;
+the plain loop is what a researcher would write by hand (a Dataset returning two views, a
+DataLoader, forward, NT-Xent, backward, step). Each side runs ``--warmup`` steps, then is timed
+over ``--steps`` steps; the two alternate ``--repeats`` times and the median is reported.
+
+    python benchmarks/throughput.py [--recipe recipes/quickstart.yaml] [--steps 20] [key=value ...]
+
+Prints JSON: samples/s of each, and ``ratio = engine / plain`` (target >= 0.97 on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from toolkit import hookimpl
+from toolkit.engine import Trainer
+from toolkit.losses import nt_xent
+from toolkit.optim import OPTIMIZERS, parameter_groups
+from toolkit.plugins import default_plugins
+from toolkit.recipe import build, call_factory, load_and_resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StepClock:
+    """A plugin that timestamps every optimizer step of the engine."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    @hookimpl
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        self.times.append(time.perf_counter())
+
+
+def engine_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, steps: int) -> float:
+    plugins = default_plugins()
+    clock = StepClock()
+    plugins.manager.register(clock, name="benchmark-clock")
+    try:
+        recipe = load_and_resolve(recipe_path, [*overrides, f"schedule.max_steps={warmup + steps}",
+                                                "eval.evaluators=[]", "eval.at_start=false",
+                                                f"trainer.checkpoint_every={10**9}", f"trainer.log_every={10**9}"],
+                                  plugins)
+        with tempfile.TemporaryDirectory() as run_dir:
+            trainer = Trainer.from_recipe(recipe, plugins, Path(run_dir) / "run", log=open("/dev/null", "w"))
+            trainer.fit()
+        batch = recipe.section("trainer")["batch_size"]
+        return batch * steps / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
+    finally:
+        plugins.manager.unregister(clock)
+
+
+class TwoViews(torch.utils.data.Dataset):
+    def __init__(self, source, augmentation) -> None:
+        self.source, self.augmentation = source, augmentation
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return tuple(self.augmentation(self.source[index]))
+
+
+def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, steps: int) -> float:
+    plugins = default_plugins()
+    recipe = load_and_resolve(recipe_path, overrides, plugins)
+    torch.manual_seed(recipe.section("trainer")["seed"])
+    encoder = build(plugins, "encoder", recipe.section("encoder"))
+    projector = build(plugins, "projector", recipe.section("projector"), input_dim=encoder.output_dim)
+    source = build(plugins, "datasource", recipe.section("data"))
+    augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
+    model = torch.nn.Sequential(encoder, projector)
+    optimizer_block = recipe.section("optimizer")
+    optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
+                             params=parameter_groups([model]))
+    trainer = recipe.section("trainer")
+    loader = torch.utils.data.DataLoader(TwoViews(source, augmentation), batch_size=trainer["batch_size"],
+                                         shuffle=True, drop_last=True, num_workers=trainer["num_workers"])
+    temperature = recipe.section("objective")["temperature"]
+    times, done = [], 0
+    while done < warmup + steps:
+        for first, second in loader:
+            z = model(torch.cat([first, second]))
+            loss, _ = nt_xent(z.reshape(2, len(first), -1), temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+            times.append(time.perf_counter())
+            done += 1
+            if done == warmup + steps:
+                break
+    return trainer["batch_size"] * steps / (times[warmup + steps - 1] - times[warmup - 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "quickstart.yaml")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    engine, plain = [], []
+    for _ in range(args.repeats):
+        plain.append(plain_samples_per_s(args.recipe, args.overrides, args.warmup, args.steps))
+        engine.append(engine_samples_per_s(args.recipe, args.overrides, args.warmup, args.steps))
+        print(f"plain {plain[-1]:.1f}  engine {engine[-1]:.1f} samples/s", file=sys.stderr)
+    result = {
+        "benchmark": "throughput",
+        "recipe": str(args.recipe),
+        "overrides": args.overrides,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "plain_samples_per_s": statistics.median(plain),
+        "engine_samples_per_s": statistics.median(engine),
+        "ratio": statistics.median(engine) / statistics.median(plain),
+        "plain_runs": plain,
+        "engine_runs": engine,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The training engine: exact resume, the NaN guard, atomic checkpoints, run directory, hooks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolkit import checkpoint, hookimpl
+from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, resolve_device
+from toolkit.interfaces import ObjectiveOutput
+from toolkit.recipe import load_and_resolve
+
+FAST = ["eval.evaluators=[]", "trainer.log_every=100"]
+
+
+def make_trainer(tiny_recipe, plugins, run_dir: Path, *overrides: str) -> Trainer:
+    recipe = load_and_resolve(tiny_recipe, [*FAST, *overrides], plugins)
+    return Trainer.from_recipe(recipe, plugins, run_dir, log=open("/dev/null", "w"))
+
+
+class CrashAt:
+    """A plugin that kills training (raises) when a given step ends."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @hookimpl
+    def on_step_end(self, trainer, step, metrics):
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {step}")
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_after_a_kill_gives_identical_weights(tiny_recipe, plugins, tmp_path):
+    straight = make_trainer(tiny_recipe, plugins, tmp_path / "straight", "trainer.checkpoint_every=3")
+    straight.fit()
+
+    crash = CrashAt(5)  # the last checkpoint is at step 3, in the middle of epoch 0 (4 steps per epoch)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(tiny_recipe, plugins, tmp_path / "killed", "trainer.checkpoint_every=3").fit()
+    finally:
+        plugins.manager.unregister(crash)
+    resumed = Trainer.resume(tmp_path / "killed", plugins, log=open("/dev/null", "w"))
+    assert resumed.step == 3
+    resumed.fit()
+
+    assert resumed.step == straight.step == 8
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+    straight_moments = straight.optimizer.state_dict()["state"]
+    resumed_moments = resumed.optimizer.state_dict()["state"]
+    for index in straight_moments:
+        assert torch.equal(straight_moments[index]["momentum_buffer"], resumed_moments[index]["momentum_buffer"])
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tiny_recipe, plugins, tmp_path):
+    crash = CrashAt(5)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.checkpoint_every=3").fit()
+    finally:
+        plugins.manager.unregister(crash)
+    Trainer.resume(tmp_path / "run", plugins, log=open("/dev/null", "w")).fit()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_recipe, plugins, tmp_path):
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.checkpoint_every=2")
+    real_forward = trainer.model.objective.forward
+
+    def nan_from_step_three(batch, encoder, projector):
+        output = real_forward(batch, encoder, projector)
+        return ObjectiveOutput(output.loss * math.nan, output.metrics) if trainer.step >= 2 else output
+
+    trainer.model.objective.forward = nan_from_step_three
+    with pytest.raises(TrainingDiverged, match=r"step 3 .*last good checkpoint"):
+        trainer.fit()
+    kept = checkpoint.load(tmp_path / "run" / CHECKPOINT)
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"step": 1}, path)
+
+    def failing_save(state, handle):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_atomic({"step": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["step"] == 1
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_run_directory_holds_recipe_metrics_checkpoint_and_encoder(tiny_recipe, plugins, tmp_path):
+    make_trainer(tiny_recipe, plugins, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    assert (run / "recipe.yaml").is_file()
+    assert (run / CHECKPOINT).is_file()
+    assert (run / "encoder" / "model.safetensors").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert {"loss", "lr", "contrastive_acc"} <= records[0].keys()
+
+
+def test_a_fresh_run_refuses_to_overwrite_an_existing_one(tiny_recipe, plugins, tmp_path):
+    make_trainer(tiny_recipe, plugins, tmp_path / "run", "schedule.max_steps=1").fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        make_trainer(tiny_recipe, plugins, tmp_path / "run")
+
+
+def test_lifecycle_hooks_fire_in_order(tiny_recipe, plugins, tmp_path):
+    calls = []
+
+    class Recorder:
+        @hookimpl
+        def on_train_start(self, trainer):
+            calls.append("start")
+
+        @hookimpl
+        def on_step_end(self, trainer, step, metrics):
+            calls.append(f"step{step}")
+
+        @hookimpl
+        def on_eval_end(self, trainer, step, metrics):
+            calls.append(f"eval{step}")
+
+        @hookimpl
+        def on_train_end(self, trainer, metrics):
+            calls.append("end")
+
+    recorder = Recorder()
+    plugins.manager.register(recorder)
+    try:
+        recipe = load_and_resolve(tiny_recipe, ["schedule.max_steps=2", "eval.evaluators=[{name: knn, k: 5}]"], plugins)
+        Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()
+    finally:
+        plugins.manager.unregister(recorder)
+    assert calls == ["start", "step1", "step2", "eval2", "end"]
+
+
+def test_gradient_accumulation_runs_the_same_number_of_optimizer_steps(tiny_recipe, plugins, tmp_path):
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.accumulate_grad_batches=2")
+    trainer.fit()
+    assert trainer.step == 8
+    assert trainer.plan.micro_batch_size == 32
+
+
+def test_warmup_then_cosine_learning_rate_reaches_the_floor(tiny_recipe, plugins, tmp_path):
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "schedule.warmup_steps=2",
+                           "schedule.min_lr_ratio=0.1")
+    trainer.fit()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(0.05)  # logged after the step: warmup reached the full lr
+    assert lrs[-1] == pytest.approx(0.005)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_explicit_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+def draw_random_numbers_in_forward(trainer: Trainer) -> Trainer:
+    """Make the loss depend on the global generator, as dropout does (SimCSE, BYOL heads)."""
+    real_forward = trainer.model.objective.forward
+
+    def noisy(batch, encoder, projector):
+        output = real_forward(batch, encoder, projector)
+        return ObjectiveOutput(output.loss * (1 + torch.rand(())), output.metrics)
+
+    trainer.model.objective.forward = noisy
+    return trainer
+
+
+def test_resume_is_exact_when_the_model_draws_random_numbers(tiny_recipe, plugins, tmp_path):
+    straight = draw_random_numbers_in_forward(make_trainer(tiny_recipe, plugins, tmp_path / "a",
+                                                           "trainer.checkpoint_every=3"))
+    straight.fit()
+    crash = CrashAt(4)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            draw_random_numbers_in_forward(make_trainer(tiny_recipe, plugins, tmp_path / "b",
+                                                        "trainer.checkpoint_every=3")).fit()
+    finally:
+        plugins.manager.unregister(crash)
+    resumed = draw_random_numbers_in_forward(Trainer.resume(tmp_path / "b", plugins, log=open("/dev/null", "w")))
+    resumed.fit()
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())

@@ -1,0 +1,73 @@
+"""NT-Xent against a naive loop over anchors, written straight from the paper's formula."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from toolkit.losses import nt_xent, supervised_nt_xent
+
+
+def naive_nt_xent(z: torch.Tensor, temperature: float) -> float:
+    """SimCLR eq. (1), averaged over every anchor and each of its positives, one pair at a time."""
+    views, n, _ = z.shape
+    rows = [(v, i) for v in range(views) for i in range(n)]
+    u = {row: F.normalize(z[row], dim=0) for row in rows}
+    total, count = 0.0, 0
+    for anchor in rows:
+        denominator = sum(math.exp(float(u[anchor] @ u[other]) / temperature) for other in rows if other != anchor)
+        positives = [other for other in rows if other != anchor and other[1] == anchor[1]]
+        anchor_loss = 0.0
+        for positive in positives:
+            anchor_loss += -math.log(math.exp(float(u[anchor] @ u[positive]) / temperature) / denominator)
+        total += anchor_loss / len(positives)
+        count += 1
+    return total / count
+
+
+def test_nt_xent_matches_the_naive_loop_for_two_views():
+    z = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss, _ = nt_xent(z, temperature=0.5)
+    assert math.isclose(loss.item(), naive_nt_xent(z, 0.5), rel_tol=1e-5)
+
+
+def test_nt_xent_matches_the_naive_loop_for_four_views():
+    z = torch.randn(4, 3, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss, _ = nt_xent(z, temperature=0.2)
+    assert math.isclose(loss.item(), naive_nt_xent(z, 0.2), rel_tol=1e-5)
+
+
+def test_nt_xent_is_invariant_to_the_scale_of_z():
+    z = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(nt_xent(z, 0.1)[0], nt_xent(z * 7.5, 0.1)[0], atol=1e-5)
+
+
+def test_identical_views_far_apart_give_near_zero_loss_and_full_accuracy():
+    items = torch.eye(4) * 10
+    z = torch.stack([items, items])
+    loss, accuracy = nt_xent(z, temperature=0.05)
+    assert loss.item() < 1e-6
+    assert accuracy.item() == 1.0
+
+
+def test_nt_xent_gradient_reaches_every_view():
+    z = torch.randn(2, 5, 3, requires_grad=True)
+    nt_xent(z, 0.5)[0].backward()
+    assert (z.grad.abs().sum(dim=-1) > 0).all()
+
+
+def test_supervised_form_with_distinct_groups_equals_nt_xent():
+    z = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(3))
+    groups = torch.arange(6).repeat(2)
+    assert torch.allclose(supervised_nt_xent(z.reshape(12, 5), groups, 0.3)[0], nt_xent(z, 0.3)[0])
+
+
+def test_supervised_form_ignores_anchors_without_positives():
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(4))
+    loss, _ = supervised_nt_xent(z, torch.tensor([0, 0, 1]), 0.5)
+    u = F.normalize(z, dim=1)
+    s = u @ u.T / 0.5
+    expected = -(s[0, 1] - torch.logsumexp(s[0, [1, 2]], 0) + s[1, 0] - torch.logsumexp(s[1, [0, 2]], 0)) / 2
+    assert torch.allclose(loss, expected, atol=1e-6)
