@@ -15,8 +15,11 @@ class FixedFeatures(EvalContext):
     def features(self, role):
         return self._features[role]
 
+    def source(self, role):
+        raise AssertionError("kNN and the linear probe need features only")
+
     def embed(self, items):
-        raise NotImplementedError
+        raise AssertionError("kNN and the linear probe need features only")
 
 
 def test_knn_weights_votes_by_exponentiated_cosine_similarity():

@@ -72,6 +72,12 @@ def test_the_extending_file_wins_over_its_bases(tmp_path):
     assert load(recipe).values["objective"] == {"name": "nt-xent", "temperature": 0.2}
 
 
+def test_a_block_naming_another_component_replaces_the_base_block(tmp_path):
+    write(tmp_path / "base.yaml", "projector: {name: mlp, hidden_dim: 64}\n")
+    recipe = write(tmp_path / "run.yaml", "extends: base.yaml\nprojector: {name: identity}\n")
+    assert load(recipe).values["projector"] == {"name": "identity"}
+
+
 def test_extends_deep_merges_nested_mappings(tmp_path):
     write(tmp_path / "base.yaml", "eval: {train_data: {limit: 10, split: train}, batch_size: 4}\n")
     recipe = write(tmp_path / "run.yaml", "extends: base.yaml\neval: {train_data: {limit: 20}}\n")

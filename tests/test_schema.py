@@ -341,3 +341,12 @@ def test_fields_of_rejects_a_factory_taking_varargs():
 
     with pytest.raises(TypeError, match=r"takes \*layers"):
         fields_of(factory)
+
+
+def test_a_module_class_without_its_own_constructor_has_no_parameters():
+    import torch
+
+    class Plain(torch.nn.Module):
+        pass
+
+    assert fields_of(Plain) == {}

@@ -105,13 +105,19 @@ class FeatureContext(EvalContext):
     ) -> None:
         self.encoder, self.augmentation, self.device = encoder, augmentation, device
         self._sources, self._batch_size, self._autocast = sources, batch_size, autocast_dtype
-        self._cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+        self._features: dict[str, tuple[Tensor, Tensor | None]] = {}
+        self._built: dict[str, DataSource] = {}
 
     def features(self, role: Literal["train", "test"]) -> tuple[Tensor, Tensor | None]:
-        if role not in self._cache:
-            source = self._sources[role]()
-            self._cache[role] = (self.embed(source), source.labels)
-        return self._cache[role]
+        if role not in self._features:
+            source = self.source(role)
+            self._features[role] = (self.embed(source), source.labels)
+        return self._features[role]
+
+    def source(self, role: Literal["train", "test"]) -> DataSource:
+        if role not in self._built:
+            self._built[role] = self._sources[role]()
+        return self._built[role]
 
     @torch.no_grad()
     def embed(self, items: Sequence[Any]) -> Tensor:

@@ -159,6 +159,10 @@ class EvalContext(abc.ABC):
         """Pooled frozen features ``(N, D)`` float32 on CPU and labels ``(N,)`` (or None)."""
 
     @abc.abstractmethod
+    def source(self, role: Literal["train", "test"]) -> DataSource:
+        """The evaluation data source itself, for evaluators that need more than labels."""
+
+    @abc.abstractmethod
     def embed(self, items: Sequence[Any]) -> Tensor:
         """Pooled features ``(len(items), D)`` of raw items through the evaluation transform."""
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from toolkit import hookspecs
+from toolkit import hookspecs, schema
 
 KINDS: dict[str, str] = {
     "augmentation": "register_augmentations",
@@ -29,6 +29,14 @@ KINDS: dict[str, str] = {
     "datasource": "register_datasources",
     "evaluator": "register_evaluators",
 }
+
+INJECTED: dict[str, frozenset[str]] = {
+    "projector": frozenset({"input_dim"}),
+    "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
+    "datasource": frozenset({"input_spec"}),
+    "optimizer": frozenset({"params"}),
+}
+"""Factory parameters the engine supplies (by name) rather than the recipe."""
 
 
 class PluginError(RuntimeError):
@@ -79,23 +87,29 @@ class Plugins:
         return self.manager.hook
 
     def add(self, name: str, module: ModuleType, info: PluginInfo | None = None) -> None:
-        """Register ``module`` as plugin ``name`` and collect what it registers."""
+        """Register ``module`` as plugin ``name`` and collect what it registers.
+
+        A plugin whose hooks do not match the specs, or that raises while registering, is
+        recorded with its error and leaves nothing behind (fatal with SELFSUP_STRICT_PLUGINS=1).
+        A name clash with another plugin's component is always an error.
+        """
         if name in self.infos and self.infos[name].error is None:
             raise PluginError(f"two plugins are named {name!r}; rename one entry point")
-        info = info or PluginInfo(name, module.__name__, None, None, builtin=False)
+        info = info or PluginInfo(name, getattr(module, "__name__", type(module).__name__), None, None, builtin=False)
         self.infos[name] = info
-        self.manager.register(module, name=name)
-        info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
         try:
+            self.manager.register(module, name=name)
+            info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
             for kind, hook_name in KINDS.items():
                 self._collect(name, hook_name, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
             self._collect(name, "register_recipes", lambda path: info.recipes.append(str(path)))
         except PluginError:
+            self._discard(name, module)
+            self.infos.pop(name, None)
             raise
         except Exception as error:  # a plugin's own bug must not take the others down
-            self.manager.unregister(module)
+            self._discard(name, module)
             info.error = _describe(error)
-            self._forget(name)
             if strict_plugins():
                 raise PluginError(f"plugin {name!r} failed while registering: {info.error}") from error
 
@@ -130,9 +144,14 @@ class Plugins:
 
     def _add_component(self, kind: str, name: str, factory: Callable[..., Any], plugin: str) -> None:
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}")
+            raise PluginError(f"plugin {plugin!r} registered a component of kind {kind} with an invalid name {name!r}")
         if not callable(factory):
             raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} with a non-callable factory")
+        try:
+            schema.fields_of(factory, INJECTED.get(kind, frozenset()))
+        except (TypeError, NameError) as error:
+            raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} whose parameters cannot serve as a "
+                              f"recipe schema: {error}") from None
         existing = self._components[kind].get(name)
         if existing is not None:
             raise PluginError(
@@ -141,6 +160,11 @@ class Plugins:
             )
         self._components[kind][name] = Component(kind, name, factory, plugin)
         self.infos[plugin].components.setdefault(kind, []).append(name)
+
+    def _discard(self, name: str, module: Any) -> None:
+        if self.manager.is_registered(module):
+            self.manager.unregister(module)
+        self._forget(name)
 
     def _forget(self, plugin: str) -> None:
         for registered in self._components.values():
@@ -202,8 +226,10 @@ def disabled_plugins() -> set[str]:
 
 
 def _describe(error: BaseException) -> str:
-    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
-    where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"SyntaxError: {error.msg} ({error.filename}:{error.lineno})"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(error).__name__}: {error}{where}"
 
 

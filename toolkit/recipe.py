@@ -26,7 +26,7 @@ import yaml
 from toolkit import schema
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.optim import OPTIMIZERS
-from toolkit.plugins import Plugins, UnknownComponentError
+from toolkit.plugins import INJECTED, Plugins, UnknownComponentError
 
 COMPONENT_SECTIONS: dict[str, str] = {
     "data": "datasource",
@@ -38,12 +38,6 @@ COMPONENT_SECTIONS: dict[str, str] = {
 CONFIG_SECTIONS: dict[str, type] = {"trainer": TrainerConfig, "schedule": ScheduleConfig, "eval": EvalConfig}
 TOP_LEVEL = ["name", "description", *COMPONENT_SECTIONS, "optimizer", *CONFIG_SECTIONS]
 REQUIRED = ["data", "augmentation", "encoder", "objective"]
-INJECTED: dict[str, frozenset[str]] = {
-    "projector": frozenset({"input_dim"}),
-    "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
-    "datasource": frozenset({"input_spec"}),
-    "optimizer": frozenset({"params"}),
-}
 DEFAULT_PROJECTOR = {"name": "identity"}
 
 KeyPath = tuple[Any, ...]
@@ -304,13 +298,19 @@ def _collect_origins(node: yaml.Node, key_path: KeyPath, path: Path, origins: di
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively, except that a component block naming another component
+    replaces the base block (its parameters belong to the old component)."""
     result = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
+        if isinstance(value, dict) and isinstance(result.get(key), dict) and not _renames(result[key], value):
             result[key] = _deep_merge(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+def _renames(base: dict[str, Any], over: dict[str, Any]) -> bool:
+    return "name" in over and over["name"] != base.get("name")
 
 
 def _apply_override(document: RecipeDocument, override: str) -> None:

@@ -17,6 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
+import torch
+
 EMPTY = inspect.Parameter.empty
 
 
@@ -43,6 +45,8 @@ class Field:
 def fields_of(factory: Callable[..., Any], injected: frozenset[str] = frozenset()) -> dict[str, Field]:
     """The recipe-settable parameters of ``factory`` (minus those the engine injects)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
+    if target in _PARAMETERLESS:  # a class that inherits nn.Module's or object's constructor
+        return {}
     signature = inspect.signature(target)
     hints = typing.get_type_hints(target)
     result: dict[str, Field] = {}
@@ -120,6 +124,7 @@ def is_path(annotation: Any) -> bool:
 
 
 _MISMATCH = object()
+_PARAMETERLESS = (object.__init__, torch.nn.Module.__init__)
 
 
 def _coerce(value: Any, annotation: Any) -> Any:
