@@ -18,6 +18,8 @@ from toolkit import load_encoder, load_eval_transform
 from toolkit.cli import main
 from toolkit.engine import CHECKPOINT
 
+from conftest import RECIPES, needs_shared_data
+
 pytestmark = pytest.mark.slow
 
 
@@ -104,3 +106,12 @@ def test_resume_of_a_directory_without_a_checkpoint_says_what_to_do(tmp_path):
     (tmp_path / "run").mkdir()
     result = selfsup("train", "--resume", str(tmp_path / "run"))
     assert result.returncode == 2 and "error:" in result.stderr
+
+
+@needs_shared_data
+def test_the_published_simclr_cifar10_recipe_trains_on_the_full_jpeg_pack(tmp_path):
+    result = selfsup("train", str(RECIPES / "simclr-cifar10.yaml"), "encoder.width=4", "trainer.batch_size=32",
+                     "trainer.num_workers=0", "schedule.max_steps=2", "eval.evaluators=[{name: knn, k: 20}]",
+                     "eval.train_data={limit: 500}", "eval.test_data={limit: 200}", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "training simclr-cifar10 for 2 steps" in result.stderr and "knn_top1" in result.stderr

@@ -34,6 +34,17 @@ class CrashAt:
             raise KeyboardInterrupt(f"simulated kill at step {step}")
 
 
+def kill_at(step: int, trainer: Trainer, plugins) -> None:
+    """Run ``trainer`` until ``step`` ends, then kill it (after any checkpoint before that step)."""
+    crash = CrashAt(step)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    finally:
+        plugins.manager.unregister(crash)
+
+
 def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -44,13 +55,8 @@ def test_resume_after_a_kill_gives_identical_weights(tiny_recipe, plugins, tmp_p
     straight = make_trainer(tiny_recipe, plugins, tmp_path / "straight", "trainer.checkpoint_every=3")
     straight.fit()
 
-    crash = CrashAt(5)  # the last checkpoint is at step 3, in the middle of epoch 0 (4 steps per epoch)
-    plugins.manager.register(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            make_trainer(tiny_recipe, plugins, tmp_path / "killed", "trainer.checkpoint_every=3").fit()
-    finally:
-        plugins.manager.unregister(crash)
+    # the last checkpoint before the kill is at step 3, in the middle of epoch 0 (4 steps per epoch)
+    kill_at(5, make_trainer(tiny_recipe, plugins, tmp_path / "killed", "trainer.checkpoint_every=3"), plugins)
     resumed = Trainer.resume(tmp_path / "killed", plugins, log=open("/dev/null", "w"))
     assert resumed.step == 3
     resumed.fit()
@@ -64,13 +70,7 @@ def test_resume_after_a_kill_gives_identical_weights(tiny_recipe, plugins, tmp_p
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tiny_recipe, plugins, tmp_path):
-    crash = CrashAt(5)
-    plugins.manager.register(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.checkpoint_every=3").fit()
-    finally:
-        plugins.manager.unregister(crash)
+    kill_at(5, make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.checkpoint_every=3"), plugins)
     Trainer.resume(tmp_path / "run", plugins, log=open("/dev/null", "w")).fit()
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
@@ -195,14 +195,8 @@ def test_resume_is_exact_when_the_model_draws_random_numbers(tiny_recipe, plugin
     straight = draw_random_numbers_in_forward(make_trainer(tiny_recipe, plugins, tmp_path / "a",
                                                            "trainer.checkpoint_every=3"))
     straight.fit()
-    crash = CrashAt(4)
-    plugins.manager.register(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            draw_random_numbers_in_forward(make_trainer(tiny_recipe, plugins, tmp_path / "b",
-                                                        "trainer.checkpoint_every=3")).fit()
-    finally:
-        plugins.manager.unregister(crash)
+    kill_at(4, draw_random_numbers_in_forward(make_trainer(tiny_recipe, plugins, tmp_path / "b",
+                                                           "trainer.checkpoint_every=3")), plugins)
     resumed = draw_random_numbers_in_forward(Trainer.resume(tmp_path / "b", plugins, log=open("/dev/null", "w")))
     resumed.fit()
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
