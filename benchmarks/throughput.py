@@ -1,21 +1,27 @@
 """Engine overhead: SimCLR through `selfsup`'s Trainer vs a plain PyTorch loop doing the same work.
 
 Both build the same encoder, projector, augmentation and data from one recipe (default: the
-quickstart) and train with the same batch size, optimizer and number of data-loader workers;
+quickstart) and train with the same batch size, optimizer, learning-rate schedule, denormal
+setting and number of data-loader workers;
 the plain loop is what a researcher would write by hand (a Dataset returning two views, a
 DataLoader, forward, NT-Xent, backward, step). Each side runs ``--warmup`` steps, then is timed
-over ``--steps`` steps; the two alternate ``--repeats`` times and the median is reported.
+over ``--steps`` steps, each measurement in a fresh process; the two alternate ``--repeats``
+times (swapping which goes first) and the medians are reported.
 
     python benchmarks/throughput.py [--recipe recipes/quickstart.yaml] [--steps 20] [key=value ...]
 
-Prints JSON: samples/s of each, and ``ratio = engine / plain`` (target >= 0.97 on CPU).
+Prints JSON: samples/s of each, and ``ratio = engine / plain`` (target >= 0.97 on CPU). The
+engine applies the CPU settings of :mod:`toolkit.cpu`; ``--plain-cpu-settings engine`` gives the
+plain loop the same, which isolates the engine's own per-step overhead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from toolkit import hookimpl
+from toolkit import cpu, hookimpl
 from toolkit.engine import Trainer
 from toolkit.losses import nt_xent
-from toolkit.optim import OPTIMIZERS, parameter_groups
+from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
 from toolkit.plugins import default_plugins
 from toolkit.recipe import build, call_factory, load_and_resolve
 
@@ -54,7 +60,7 @@ def engine_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, s
                                                 f"trainer.checkpoint_every={10**9}", f"trainer.log_every={10**9}"],
                                   plugins)
         with tempfile.TemporaryDirectory() as run_dir:
-            trainer = Trainer.from_recipe(recipe, plugins, Path(run_dir) / "run", log=open("/dev/null", "w"))
+            trainer = Trainer.from_recipe(recipe, plugins, Path(run_dir) / "run", log=open(os.devnull, "w"))
             trainer.fit()
         batch = recipe.section("trainer")["batch_size"]
         return batch * steps / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
@@ -85,7 +91,13 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
     optimizer_block = recipe.section("optimizer")
     optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
                              params=parameter_groups([model]))
-    trainer = recipe.section("trainer")
+    trainer, schedule = recipe.section("trainer"), recipe.section("schedule")
+    if os.environ.get("THROUGHPUT_PLAIN_CPU_SETTINGS") == "engine":
+        cpu.configure(trainer["flush_denormal"], trainer["tune_malloc"])
+    else:  # what a hand-written loop gets by default, except denormals (trajectory-dependent, see toolkit/cpu.py)
+        torch.set_flush_denormal(trainer["flush_denormal"])
+    warmup_steps = schedule["warmup_steps"] or 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup + steps, warmup_steps, 0.0))
     loader = torch.utils.data.DataLoader(TwoViews(source, augmentation), batch_size=trainer["batch_size"],
                                          shuffle=True, drop_last=True, num_workers=trainer["num_workers"])
     temperature = recipe.section("objective")["temperature"]
@@ -97,6 +109,7 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             loss.item()
             times.append(time.perf_counter())
             done += 1
@@ -109,30 +122,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "quickstart.yaml")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--plain-cpu-settings", choices=["default", "engine"], default="default",
+                        help="give the plain loop the engine's CPU settings too (toolkit/cpu.py), to isolate "
+                             "the engine's own overhead")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one measurement, in this process
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    engine, plain = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_samples_per_s(args.recipe, args.overrides, args.warmup, args.steps))
-        engine.append(engine_samples_per_s(args.recipe, args.overrides, args.warmup, args.steps))
-        print(f"plain {plain[-1]:.1f}  engine {engine[-1]:.1f} samples/s", file=sys.stderr)
-    result = {
+    if args.side:
+        print(json.dumps(SIDES[args.side](args.recipe, args.overrides, args.warmup, args.steps)))
+        return
+    results: dict[str, list[float]] = {side: [] for side in SIDES}
+    for repeat in range(args.repeats):  # a fresh process per measurement; alternate which goes first
+        for side in SIDES if repeat % 2 == 0 else list(SIDES)[::-1]:
+            command = [sys.executable, __file__, "--side", side, "--recipe", str(args.recipe), "--warmup",
+                       str(args.warmup), "--steps", str(args.steps), *args.overrides]
+            environment = dict(os.environ, THROUGHPUT_PLAIN_CPU_SETTINGS=args.plain_cpu_settings)
+            output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
+            results[side].append(float(output.strip().splitlines()[-1]))
+        print(f"plain {results['plain'][-1]:.1f}  engine {results['engine'][-1]:.1f} samples/s", file=sys.stderr)
+    engine, plain = results["engine"], results["plain"]
+    print(json.dumps({
         "benchmark": "throughput",
         "recipe": str(args.recipe),
         "overrides": args.overrides,
         "steps": args.steps,
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
+        "plain_cpu_settings": args.plain_cpu_settings,
         "plain_samples_per_s": statistics.median(plain),
         "engine_samples_per_s": statistics.median(engine),
         "ratio": statistics.median(engine) / statistics.median(plain),
         "plain_runs": plain,
         "engine_runs": engine,
-    }
-    print(json.dumps(result, indent=2))
+    }, indent=2))
 
+
+SIDES = {"engine": engine_samples_per_s, "plain": plain_samples_per_s}
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,9 @@ class TrainerConfig:
     with ``accumulate_grad_batches = k`` each step accumulates ``k`` micro-batches of
     ``batch_size // k``. ``precision: auto`` means bf16 autocast on CUDA and fp32 elsewhere.
     ``checkpoint_every`` counts optimizer steps; a checkpoint is also written at the end.
+    ``flush_denormal`` treats denormal CPU floats as zero and ``tune_malloc`` fixes glibc's
+    allocation thresholds; both make CPU steps faster and their speed repeatable (see
+    :mod:`toolkit.cpu` for the measurements). They change no result beyond float underflow.
     """
 
     batch_size: int = 256
@@ -30,6 +33,8 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     output_dir: Path | None = None
+    flush_denormal: bool = True
+    tune_malloc: bool = True
 
 
 @dataclass

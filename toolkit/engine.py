@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit import checkpoint
+from toolkit import checkpoint, cpu
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.data import BatchPlan, ViewBatches, epoch_loader
 from toolkit.evaluation import FeatureContext, run_evaluators
@@ -58,6 +58,7 @@ class Trainer:
         self.eval_config: EvalConfig = recipe.config("eval")
         _seed_everything(self.config.seed)
         self.device = resolve_device(self.config.device)
+        cpu.configure(self.config.flush_denormal, self.config.tune_malloc)
         self.autocast_dtype = _autocast_dtype(self.config.precision, self.device)
 
         self.encoder: Encoder = build(plugins, "encoder", recipe.section("encoder"))
