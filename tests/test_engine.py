@@ -200,3 +200,28 @@ def test_resume_is_exact_when_the_model_draws_random_numbers(tiny_recipe, plugin
     resumed = draw_random_numbers_in_forward(Trainer.resume(tmp_path / "b", plugins, log=open("/dev/null", "w")))
     resumed.fit()
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_gradient_clipping_bounds_the_update(tiny_recipe, plugins, tmp_path):
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "trainer.clip_grad_norm=1.0e-6",
+                           "optimizer.weight_decay=0", "optimizer.momentum=0", "schedule.max_steps=1")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    change = torch.cat([(p.detach() - b).flatten() for p, b in zip(trainer.model.parameters(), before)])
+    assert 0 < change.norm() <= 0.05 * 1e-6 * 1.001  # lr x max gradient norm
+
+
+def test_periodic_evaluation_runs_every_n_epochs_and_once_at_the_end(tiny_recipe, plugins, tmp_path):
+    recipe = load_and_resolve(tiny_recipe, ["eval.every_epochs=1", "schedule.epochs=3"], plugins)
+    Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [4, 8, 12]
+
+
+@pytest.mark.parametrize("override", ["optimizer={name: adamw, lr: 1.0e-3}", "optimizer={name: lars, lr: 0.3}",
+                                      "trainer.precision=bf16"])
+def test_optimizers_and_bf16_autocast_train(tiny_recipe, plugins, tmp_path, override):
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", override, "schedule.max_steps=2")
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert trainer.step == 2 and all(math.isfinite(r["loss"]) for r in records)
