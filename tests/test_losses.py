@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from toolkit.losses import nt_xent, supervised_nt_xent
+from toolkit.losses import info_nce, nt_xent, supervised_nt_xent
 
 
 def naive_nt_xent(z: torch.Tensor, temperature: float) -> float:
@@ -71,3 +71,36 @@ def test_supervised_form_ignores_anchors_without_positives():
     s = u @ u.T / 0.5
     expected = -(s[0, 1] - torch.logsumexp(s[0, [1, 2]], 0) + s[1, 0] - torch.logsumexp(s[1, [0, 2]], 0)) / 2
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def naive_info_nce(query, positive, temperature, negatives=(), in_batch=True, hard=(), hard_weight=0.0):
+    """Row by row: -log(exp(s_pos) / sum over candidates of exp(s_c + bias_c))."""
+    total = 0.0
+    for i in range(len(query)):
+        q = F.normalize(query[i], dim=0)
+        s = lambda v: float(q @ F.normalize(v, dim=0)) / temperature  # noqa: E731
+        candidates = [s(positive[j]) for j in range(len(positive))] if in_batch else [s(positive[i])]
+        candidates += [s(v) for v in negatives]
+        candidates += [s(hard[j]) + (hard_weight if j == i else 0.0) for j in range(len(hard))]
+        total += -math.log(math.exp(s(positive[i])) / sum(math.exp(c) for c in candidates))
+    return total / len(query)
+
+
+def test_info_nce_in_batch_matches_the_naive_loop():
+    g = torch.Generator().manual_seed(5)
+    q, p = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    assert math.isclose(info_nce(q, p, 0.1)[0].item(), naive_info_nce(q, p, 0.1), rel_tol=1e-5)
+
+
+def test_info_nce_with_a_queue_and_no_in_batch_negatives_matches_the_naive_loop():
+    g = torch.Generator().manual_seed(6)
+    q, p, queue = (torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (3, 3, 7))
+    loss, _ = info_nce(q, p, 0.2, negatives=queue, in_batch=False)
+    assert math.isclose(loss.item(), naive_info_nce(q, p, 0.2, negatives=queue, in_batch=False), rel_tol=1e-5)
+
+
+def test_info_nce_with_weighted_hard_negatives_matches_the_naive_loop():
+    g = torch.Generator().manual_seed(7)
+    q, p, hard = (torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    loss, _ = info_nce(q, p, 0.05, hard_negatives=hard, hard_negative_weight=0.5)
+    assert math.isclose(loss.item(), naive_info_nce(q, p, 0.05, hard=hard, hard_weight=0.5), rel_tol=1e-5)

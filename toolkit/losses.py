@@ -47,3 +47,45 @@ def supervised_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> tuple[T
         best = logits.argmax(dim=1)
         accuracy = positives[torch.arange(len(u), device=u.device), best][has_positive].float().mean()
     return per_anchor.mean(), accuracy
+
+
+def info_nce(
+    query: Tensor,
+    positive: Tensor,
+    temperature: float,
+    negatives: Tensor | None = None,
+    in_batch: bool = True,
+    hard_negatives: Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """InfoNCE (van den Oord et al. 2018) with cosine similarities, for every query row.
+
+    ``query: (N, D)``; ``positive: (N, D)``, row ``i``'s positive is ``positive[i]``. With
+    ``s(a, b) = cos(a, b) / temperature`` the candidates of row ``i`` are its positive, and
+
+    - ``in_batch``: the other rows of ``positive`` (SimCSE, CLIP);
+    - ``negatives: (K, D)``: negatives shared by every row (MoCo's queue);
+    - ``hard_negatives: (N, D)``: every row's hard negative (supervised SimCSE); row ``i``'s own
+      hard negative gets ``hard_negative_weight`` added to its logit, as in the SimCSE code.
+
+    ``loss = mean_i -log( exp(s(q_i, p_i)) / sum_{c in candidates(i)} exp(s(q_i, c) + bias_ic) )``.
+    Returns the scalar loss and the top-1 accuracy of picking the positive.
+    """
+    q = F.normalize(query.float(), dim=1)
+    p = F.normalize(positive.float(), dim=1)
+    n = q.shape[0]
+    if in_batch:
+        columns = [q @ p.T]
+    else:
+        columns = [(q * p).sum(dim=1, keepdim=True)]
+    if negatives is not None:
+        columns.append(q @ F.normalize(negatives.float(), dim=1).T)
+    if hard_negatives is not None:
+        hard = q @ F.normalize(hard_negatives.float(), dim=1).T
+        columns.append(hard + hard_negative_weight * temperature * torch.eye(n, device=q.device))
+    logits = torch.cat(columns, dim=1) / temperature
+    target = torch.arange(n, device=q.device) if in_batch else torch.zeros(n, dtype=torch.long, device=q.device)
+    loss = F.cross_entropy(logits, target)
+    with torch.no_grad():
+        accuracy = (logits.argmax(dim=1) == target).float().mean()
+    return loss, accuracy

@@ -1,0 +1,1 @@
+"""Registers the text components; declared as the ``text`` entry point of selfsup-toolkit."""
