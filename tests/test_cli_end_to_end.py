@@ -115,3 +115,22 @@ def test_the_published_simclr_cifar10_recipe_trains_on_the_full_jpeg_pack(tmp_pa
                      "eval.train_data={limit: 500}", "eval.test_data={limit: 200}", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "training simclr-cifar10 for 2 steps" in result.stderr and "knn_top1" in result.stderr
+
+
+def test_an_encoder_with_a_native_format_is_also_saved_in_it(tmp_path, plugins):
+    from selfsup_image.encoders import ResNet18
+    from toolkit.export import export_encoder, read_metadata
+
+    class TorchvisionResNet(ResNet18):
+        native_format = "torchvision"
+
+        def save_native(self, directory: Path) -> None:
+            directory.mkdir(parents=True)
+            torch.save(self.net.state_dict(), directory / "resnet.pth")
+
+    encoder = TorchvisionResNet(stem="cifar", width=4).eval()
+    export_encoder(encoder, {"name": "resnet18", "stem": "cifar", "width": 4}, {"name": "simclr", "size": 16},
+                   tmp_path / "out", plugins)
+    assert read_metadata(tmp_path / "out")["native"] == "torchvision"
+    native = torch.load(tmp_path / "out" / "torchvision" / "resnet.pth", weights_only=True)
+    assert all(torch.equal(native[k], v) for k, v in encoder.net.state_dict().items())

@@ -225,3 +225,22 @@ def test_optimizers_and_bf16_autocast_train(tiny_recipe, plugins, tmp_path, over
     trainer.fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert trainer.step == 2 and all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_select_best_keeps_the_encoder_of_the_best_evaluation(tiny_recipe, plugins, tmp_path):
+    recipe = load_and_resolve(tiny_recipe, ["eval.at_start=true", "eval.every_epochs=1", "schedule.epochs=3",
+                                            "eval.select_best={metric: knn_top1, mode: max}"], plugins)
+    trainer = Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w"))
+    trainer.fit()
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"].startswith("eval")]
+    best = max(evals, key=lambda r: r["knn_top1"])  # the first of equal values wins, as in the engine
+    exported = json.loads((tmp_path / "run" / "encoder" / "encoder.json").read_text())
+    assert exported["step"] == best["step"] == trainer.best["step"]
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")["step"] == best["step"]
+
+
+def test_select_best_with_a_metric_no_evaluator_reports_is_a_clear_error(tiny_recipe, plugins, tmp_path):
+    recipe = load_and_resolve(tiny_recipe, ["eval.at_start=true", "eval.select_best={metric: sts_spearman}"], plugins)
+    with pytest.raises(KeyError, match="evaluators report only knn_top1"):
+        Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()

@@ -54,6 +54,14 @@ class ScheduleConfig:
 
 
 @dataclass
+class BestSelection:
+    """``eval.select_best:`` which evaluation metric picks the encoder a run keeps."""
+
+    metric: str
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass
 class EvalConfig:
     """``eval:`` frozen-feature evaluation, periodic and at the end of training.
 
@@ -61,7 +69,10 @@ class EvalConfig:
     data source rebuilt with ``train_data`` / ``test_data`` merged over ``data`` (their
     ``split`` defaults to ``train`` / ``test``) and the
     augmentation's evaluation transform. ``every_epochs: 0`` evaluates at the end only;
-    ``at_start: true`` also evaluates the randomly initialised encoder before training.
+    ``at_start: true`` also evaluates the encoder before training (random or pretrained init).
+    ``select_best: {metric: sts_dev_spearman, mode: max}`` keeps the encoder of the best
+    evaluation so far (before training included) as the run's ``encoder/`` export and its
+    state as ``checkpoints/best.pt``, instead of the last one.
     """
 
     evaluators: list[dict[str, Any]] = field(default_factory=list)
@@ -70,3 +81,4 @@ class EvalConfig:
     train_data: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
     test_data: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
     batch_size: int = 256
+    select_best: dict[str, str] | None = None

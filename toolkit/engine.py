@@ -1,7 +1,8 @@
 """The one training loop. It never names a method: everything it trains comes from a recipe.
 
 A run directory holds ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/last.pt``
-and, at the end, ``encoder/`` (the export). ``Trainer.resume(run_dir)`` continues exactly where
+and, at the end, ``encoder/`` (the export: of the last step, or of the best evaluation with
+``eval.select_best``, whose state is also kept as ``checkpoints/best.pt``). ``Trainer.resume(run_dir)`` continues exactly where
 the last checkpoint stopped: weights, optimizer, schedule, random state and data position.
 """
 
@@ -31,6 +32,7 @@ from toolkit.plugins import Plugins
 from toolkit.recipe import Recipe, build, call_factory, load_and_resolve
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
 
 
 class TrainingDiverged(RuntimeError):
@@ -90,6 +92,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.last_eval: dict[str, float] = {}
         self.start_eval: dict[str, float] = {}
+        self.best: dict[str, float] = {}  # {"value", "step"} of the eval.select_best metric
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, plugins: Plugins, run_dir: Path | None = None, **kwargs: Any) -> Trainer:
@@ -155,7 +158,8 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
         self.save_checkpoint()
         final = self.evaluate() if self.evaluators else {}
-        self.export(self.run_dir / "encoder")
+        if self.eval_config.select_best is None:
+            self.export(self.run_dir / "encoder")
         self._print_summary(final)
         self.plugins.hook.on_train_end(trainer=self, metrics=final)
         return final
@@ -173,8 +177,24 @@ class Trainer:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)", file=self.log, flush=True)
         self.last_eval = metrics
+        if self.eval_config.select_best is not None:
+            self._keep_if_best(metrics)
         self.plugins.hook.on_eval_end(trainer=self, step=self.step, metrics=metrics)
         return metrics
+
+    def _keep_if_best(self, metrics: dict[str, float]) -> None:
+        metric, mode = self.eval_config.select_best["metric"], self.eval_config.select_best["mode"]
+        if metric not in metrics:
+            raise KeyError(f"eval.select_best.metric is {metric!r} but the evaluators report only "
+                           f"{', '.join(metrics)}; pick one of those")
+        value = metrics[metric]
+        if self.best and not (value > self.best["value"] if mode == "max" else value < self.best["value"]):
+            return
+        self.best = {"value": value, "step": self.step}
+        checkpoint.save_atomic(self.state_dict(), self.run_dir / BEST_CHECKPOINT)
+        self.export(self.run_dir / "encoder")
+        print(f"[best {metric} {value:.4f} at step {self.step}: exported to {self.run_dir / 'encoder'}]",
+              file=self.log, flush=True)
 
     def export(self, out_dir: Path) -> Path:
         return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
@@ -191,6 +211,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": checkpoint.capture_rng(),
             "start_eval": self.start_eval,
+            "best": self.best,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -199,6 +220,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         self.start_eval = state.get("start_eval", {})
+        self.best = state.get("best", {})
         checkpoint.restore_rng(state["rng"])
 
     def save_checkpoint(self) -> Path:
@@ -255,6 +277,9 @@ class Trainer:
         for key, value in final.items():
             start = f"{self.start_eval[key]:>12.4f}" if key in self.start_eval else ""
             rows.append(f"{key:<16}{start}{value:>12.4f}")
+        if self.best:
+            rows.append(f"kept the encoder of step {self.best['step']} "
+                        f"({self.eval_config.select_best['metric']} {self.best['value']:.4f})")
         print(f"\nfinal evaluation ({self.recipe.name}, step {self.step}):\n  " + "\n  ".join(rows), file=self.log,
               flush=True)
 

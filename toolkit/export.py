@@ -2,7 +2,8 @@
 
 ``encoder.json`` names the encoder component and its parameters (and the augmentation whose
 evaluation transform prepares inputs), so :func:`load_encoder` rebuilds the module through the
-plugin registry and loads the weights; nothing is unpickled.
+plugin registry and loads the weights; nothing is unpickled. An encoder with a
+``native_format`` (a Hugging Face model, say) is also saved in that format in a subfolder.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def export_encoder(
         "output_kind": encoder.output_kind,
         **(extra or {}),
     }
+    if encoder.native_format is not None:
+        metadata["native"] = encoder.native_format
+        encoder.save_native(out_dir / encoder.native_format)
     save_model(encoder, str(out_dir / WEIGHTS))
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return out_dir

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import torch
@@ -109,6 +110,14 @@ class Encoder(nn.Module):
 
     def collate(self) -> Callable[[Sequence[View]], Any]:
         return stack_views
+
+    native_format: str | None = None
+    """Name of a framework-native format this encoder can also be saved in (``huggingface``)."""
+
+    def save_native(self, directory: Path) -> None:
+        """Save in ``native_format`` (e.g. ``save_pretrained``); ``selfsup export`` writes it
+        to ``<export>/<native_format>/`` next to the safetensors export."""
+        raise NotImplementedError(f"{type(self).__name__} declares no native format")
 
 
 class Projector(nn.Module):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from toolkit import schema
-from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
+from toolkit.config import BestSelection, EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.optim import OPTIMIZERS
 from toolkit.plugins import INJECTED, Plugins, UnknownComponentError
 
@@ -208,6 +208,9 @@ def _resolve_eval(
         evaluators.append(_resolve_component(document, ("eval", "evaluators", i), "evaluator", entry, plugins))
     data_fields = fields_for("datasource", plugins.get("datasource", data["name"]).factory)
     result = dict(block, evaluators=evaluators)
+    if block["select_best"] is not None:
+        result["select_best"] = _validate(document, ("eval", "select_best"), block["select_best"],
+                                          schema.fields_of(BestSelection))
     for role, split in (("train_data", "train"), ("test_data", "test")):
         block[role] = {"split": split, **block[role]}
         partial = {k: f for k, f in data_fields.items() if k in block[role]}
