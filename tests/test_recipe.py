@@ -348,7 +348,8 @@ def test_unknown_optimizer_lists_the_known_ones(minimal, plugins):
 def test_component_block_without_a_name_is_an_error(tmp_path, plugins):
     recipe = write(tmp_path / "recipe.yaml", MINIMAL.replace("{name: nt-xent}", "{temperature: 0.1}"))
     message = resolve_error(recipe, plugins)
-    assert f"{recipe.resolve()}:5: objective: expected a mapping with a `name` (one of: nt-xent)" in message
+    assert f"{recipe.resolve()}:5: objective: expected a mapping with a `name` (one of: " in message
+    assert "nt-xent" in message
 
 
 def test_missing_required_section_is_named(tmp_path, plugins):

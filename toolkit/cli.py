@@ -40,12 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining from recipes.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument("--plugins-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="also register every plugin module (*.py) in DIR (repeatable)")
 
-    plugins = commands.add_parser("plugins", help="list installed plugins and their components")
+    plugins = commands.add_parser("plugins", parents=[local], help="list installed plugins and their components")
+    plugins.add_argument("--all", action="store_true", help="include the built-in plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_plugins)
 
-    recipes = commands.add_parser("recipes", help="list the recipes plugins ship")
+    recipes = commands.add_parser("recipes", parents=[local], help="list the recipes plugins ship")
     recipes.add_argument("--json", action="store_true")
     recipes.set_defaults(handler=_recipes)
 
@@ -53,25 +57,27 @@ def _parser() -> argparse.ArgumentParser:
     recipe_commands = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     for name, handler, text in (("show", _recipe_show, "print the fully resolved recipe"),
                                 ("validate", _recipe_validate, "check a recipe without running it")):
-        sub = recipe_commands.add_parser(name, help=text)
+        sub = recipe_commands.add_parser(name, parents=[local], help=text)
         sub.add_argument("recipe", type=Path)
         sub.add_argument("overrides", nargs="*", metavar="key=value")
         sub.set_defaults(handler=handler)
 
-    train = commands.add_parser("train", help="pretrain from a recipe (or --resume a run)")
+    train = commands.add_parser("train", parents=[local], help="pretrain from a recipe (or --resume a run)")
     train.add_argument("recipe", type=Path, nargs="?")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--run-dir", type=Path, help="where to write the run (default trainer.output_dir or runs/NAME)")
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a run's encoder (kNN, linear probe, ...)")
+    evaluate = commands.add_parser("eval", parents=[local],
+                                   help="evaluate a run's encoder (kNN, linear probe, ...)")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.evaluators=[{name: knn, k: 20}]")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_eval)
 
-    export = commands.add_parser("export", help="export a run's encoder as safetensors + JSON metadata")
+    export = commands.add_parser("export", parents=[local],
+                                 help="export a run's encoder as safetensors + JSON metadata")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--out", type=Path, help="output folder (default RUN_DIR/encoder)")
     export.set_defaults(handler=_export)
@@ -79,12 +85,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    plugins = default_plugins()
-    infos = sorted(plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
+    plugins = _loaded(args)
+    everything = sorted(plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
+    shown = [i for i in everything if args.all or not i.builtin or i.error]
     if args.json:
-        print(json.dumps([vars(info) for info in infos], indent=2))
+        print(json.dumps([vars(info) for info in shown], indent=2))
         return 0
-    for info in infos:
+    for info in shown:
         origin = "built-in" if info.builtin else (info.distribution or info.module)
         print(f"{info.name} {info.version or ''} ({origin})".replace("  ", " "))
         if info.error:
@@ -93,12 +100,18 @@ def _plugins(args: argparse.Namespace) -> int:
             if info.components.get(kind):
                 print(f"  {kind + 's:':<15} {', '.join(info.components[kind])}")
         if info.recipes:
-            print(f"  {'recipes:':<15} {len(info.recipes)}")
+            print(f"  {'recipes:':<15} {len(info.recipes)} (selfsup recipes)")
+        if info.hooks:
+            print(f"  {'hooks:':<15} {', '.join(info.hooks)}")
+    hidden = [i.name for i in everything if i not in shown]
+    if hidden:
+        print(f"{'' if shown else 'no third-party plugins installed; '}built-in: {', '.join(hidden)} "
+              f"(selfsup plugins --all lists them)")
     return 0
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    listing = default_plugins().recipes()
+    listing = _loaded(args).recipes()
     if args.json:
         print(json.dumps(listing, indent=2))
     for plugin, paths in ([] if args.json else listing.items()):
@@ -111,12 +124,12 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _recipe_show(args: argparse.Namespace) -> int:
-    print(load_and_resolve(args.recipe, args.overrides, default_plugins()).to_yaml(), end="")
+    print(load_and_resolve(args.recipe, args.overrides, _loaded(args)).to_yaml(), end="")
     return 0
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
-    recipe = load_and_resolve(args.recipe, args.overrides, default_plugins())
+    recipe = load_and_resolve(args.recipe, args.overrides, _loaded(args))
     print(f"{args.recipe}: valid ({recipe.name})")
     return 0
 
@@ -124,7 +137,7 @@ def _recipe_validate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from toolkit.engine import Trainer
 
-    plugins = default_plugins()
+    plugins = _loaded(args)
     if args.resume:
         if args.recipe or args.overrides:
             raise ValueError("--resume continues a run as it was recorded; give no recipe or overrides with it")
@@ -143,17 +156,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, args.overrides, default_plugins())
+    trainer = _trainer_for(args.run_dir, args.overrides, _loaded(args))
     metrics = trainer.evaluate(tag="eval_standalone")
     print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, (), default_plugins())
+    trainer = _trainer_for(args.run_dir, (), _loaded(args))
     out = trainer.export(args.out or args.run_dir / "encoder")
     print(f"exported the encoder of {args.run_dir} (step {trainer.step}) to {out}")
     return 0
+
+
+def _loaded(args: argparse.Namespace) -> Plugins:
+    """The installed plugins plus those of ``--plugins-dir``."""
+    plugins = default_plugins()
+    plugins.add_local(args.plugins_dir)
+    return plugins
 
 
 def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins):  # noqa: ANN202

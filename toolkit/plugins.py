@@ -2,8 +2,10 @@
 
 Plugins are found through the ``selfsup`` entry-point group. Each entry point is loaded on its
 own, so one that fails to import is recorded (name and error) while the others keep working;
-``SELFSUP_STRICT_PLUGINS=1`` turns such a failure into an error, and
-``SELFSUP_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. Built-in plugins are found
+``SELFSUP_STRICT_PLUGINS=1`` turns such a failure into an error,
+``SELFSUP_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name and
+``SELFSUP_TRACE_PLUGINS=1`` prints every hook call. Local modules without packaging are added
+with :meth:`Plugins.add_local`. Built-in plugins are found
 the same way as third-party ones: the core never imports them by name.
 """
 
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import importlib.util
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -79,6 +84,9 @@ class Plugins:
     def __init__(self) -> None:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
+        if trace_plugins():
+            self.manager.trace.root.setwriter(lambda message: print(message, end="", file=sys.stderr))
+            self.manager.enable_tracing()
         self.infos: dict[str, PluginInfo] = {}
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
 
@@ -113,6 +121,26 @@ class Plugins:
             if strict_plugins():
                 raise PluginError(f"plugin {name!r} failed while registering: {info.error}") from error
 
+    def add_local(self, paths: list[Path]) -> list[str]:
+        """Register Python files, and every ``*.py`` file of folders, as plugins ``local:<stem>``.
+
+        For plugins without packaging (``--plugins-dir``, a recipe's ``plugins:`` list). They were
+        asked for explicitly, so a file that fails to import is an error, not a report. Loading
+        the same file twice is a no-op. Returns the plugin names.
+        """
+        names = []
+        for path in paths:
+            if not path.exists():
+                raise PluginError(f"plugin path {path} does not exist")
+            files = sorted(f for f in path.glob("*.py") if not f.name.startswith("_")) if path.is_dir() else [path]
+            for file in files:
+                name = f"local:{file.stem}"
+                names.append(name)
+                if name in self.infos and self.infos[name].module == str(file.resolve()):
+                    continue
+                self.add(name, _import_file(file), PluginInfo(name, str(file.resolve()), None, None, builtin=False))
+        return names
+
     def remove(self, name: str) -> None:
         """Unregister plugin ``name`` and every component it registered."""
         module = self.manager.get_plugin(name)
@@ -140,6 +168,8 @@ class Plugins:
     def _collect(self, plugin: str, hook_name: str, register: Callable[..., None]) -> None:
         for impl in getattr(self.hook, hook_name).get_hookimpls():
             if impl.plugin_name == plugin:
+                if trace_plugins():
+                    print(f"selfsup hook: {hook_name} -> plugin {plugin}", file=sys.stderr)
                 impl.function(register=register)
 
     def _add_component(self, kind: str, name: str, factory: Callable[..., Any], plugin: str) -> None:
@@ -221,8 +251,27 @@ def strict_plugins() -> bool:
     return os.environ.get("SELFSUP_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
 
 
+def trace_plugins() -> bool:
+    return os.environ.get("SELFSUP_TRACE_PLUGINS", "") not in ("", "0", "false", "no")
+
+
 def disabled_plugins() -> set[str]:
     return {n.strip() for n in os.environ.get("SELFSUP_DISABLE_PLUGINS", "").split(",") if n.strip()}
+
+
+def _import_file(file: Path) -> ModuleType:
+    module_name = f"selfsup_local_{file.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin file {file} cannot be imported (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise PluginError(f"plugin file {file} failed to import: {_describe(error)}") from error
+    return module
 
 
 def _describe(error: BaseException) -> str:

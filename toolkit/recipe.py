@@ -26,7 +26,7 @@ import yaml
 from toolkit import schema
 from toolkit.config import BestSelection, EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.optim import OPTIMIZERS
-from toolkit.plugins import INJECTED, Plugins, UnknownComponentError
+from toolkit.plugins import INJECTED, PluginError, Plugins, UnknownComponentError
 
 COMPONENT_SECTIONS: dict[str, str] = {
     "data": "datasource",
@@ -36,7 +36,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "objective": "objective",
 }
 CONFIG_SECTIONS: dict[str, type] = {"trainer": TrainerConfig, "schedule": ScheduleConfig, "eval": EvalConfig}
-TOP_LEVEL = ["name", "description", *COMPONENT_SECTIONS, "optimizer", *CONFIG_SECTIONS]
+TOP_LEVEL = ["name", "description", "plugins", *COMPONENT_SECTIONS, "optimizer", *CONFIG_SECTIONS]
 REQUIRED = ["data", "augmentation", "encoder", "objective"]
 DEFAULT_PROJECTOR = {"name": "identity"}
 
@@ -140,6 +140,8 @@ def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
     resolved: dict[str, Any] = {"name": name}
     if "description" in values:
         resolved["description"] = values["description"]
+    if "plugins" in values:
+        resolved["plugins"] = _load_local_plugins(document, plugins)
     for section, kind in COMPONENT_SECTIONS.items():
         block = values.get(section, DEFAULT_PROJECTOR if section == "projector" else None)
         resolved[section] = _resolve_component(document, (section,), kind, block, plugins)
@@ -160,6 +162,20 @@ def load_and_resolve(path: str | Path, overrides: Sequence[str], plugins: Plugin
 def fields_for(kind: str, factory: Callable[..., Any]) -> dict[str, schema.Field]:
     """The recipe-settable fields of a component factory of ``kind``."""
     return schema.fields_of(factory, INJECTED.get(kind, frozenset()))
+
+
+def _load_local_plugins(document: RecipeDocument, plugins: Plugins) -> list[str]:
+    """``plugins: [my_objective.py, local_plugins/]``: files and folders of plugin modules,
+    relative to the recipe that lists them, registered before the recipe is validated."""
+    entries = document.values["plugins"]
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise document.error(("plugins",), "expected a list of paths to plugin files or folders")
+    paths = [(document.origin(("plugins", i)).base_dir / entry).resolve() for i, entry in enumerate(entries)]
+    try:
+        plugins.add_local(paths)
+    except PluginError as error:
+        raise document.error(("plugins",), str(error)) from None
+    return [str(path) for path in paths]
 
 
 def _resolve_component(

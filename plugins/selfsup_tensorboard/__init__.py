@@ -1,0 +1,1 @@
+"""Built-in TensorBoard logger, made only of selfsup's lifecycle hooks."""
