@@ -100,3 +100,17 @@ def test_subset_indices_are_sorted_fixed_and_bounded():
     chosen = subset_indices(100, 10)
     assert len(chosen) == 10 and torch.equal(chosen, chosen.sort().values)
     assert torch.equal(chosen, subset_indices(100, 10))
+
+
+def test_processes_take_disjoint_slices_that_concatenate_to_the_global_batch():
+    single = BatchPlan(dataset_size=24, batch_size=8, seed=3)
+    ranks = [BatchPlan(dataset_size=24, batch_size=8, seed=3, rank=r, world_size=2) for r in range(2)]
+    whole = next(iter(epoch_loader(batches(single), 0, 1, 0, False)))
+    shards = [next(iter(epoch_loader(batches(plan), 0, 1, 0, False))) for plan in ranks]
+    assert torch.equal(torch.cat([s.index for s in shards]), whole.index)
+    assert torch.equal(torch.cat([s.views[0] for s in shards]), whole.views[0])
+
+
+def test_global_batch_must_split_evenly_over_processes():
+    with pytest.raises(ValueError, match="number of processes"):
+        BatchPlan(dataset_size=24, batch_size=6, seed=0, world_size=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -18,10 +19,13 @@ DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.command == "train" and (args.nproc > 1 or args.nnodes != "1") and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args, argv)
     try:
         return args.handler(args)
     except (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError, ValueError,
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--run-dir", type=Path, help="where to write the run (default trainer.output_dir or runs/NAME)")
+    launch = train.add_argument_group("distributed (runs torchrun; see docs/distributed.md)")
+    launch.add_argument("--nproc", type=int, default=1, metavar="N", help="processes per node (GPUs, or CPU workers)")
+    launch.add_argument("--nnodes", default="1", help="number of nodes, or MIN:MAX")
+    launch.add_argument("--node-rank", type=int, default=0)
+    launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous address for multi-node runs")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", parents=[local],
@@ -121,6 +130,28 @@ def _recipes(args: argparse.Namespace) -> int:
     if not listing and not args.json:
         print("no plugin ships recipes; see the recipes/ folder of the selfsup repository")
     return 0
+
+
+def _launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """Re-run this command under ``torchrun`` with the same arguments, minus the launch options."""
+    launch_options = {"--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"}
+    forwarded, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in launch_options:
+            skip = True
+        elif argument.split("=", 1)[0] not in launch_options:
+            forwarded.append(argument)
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}",
+               f"--nnodes={args.nnodes}", f"--node_rank={args.node_rank}"]
+    if args.rdzv_endpoint:
+        command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={args.rdzv_endpoint}"]
+    elif args.nnodes == "1":
+        command += ["--standalone"]
+    else:
+        raise ValueError("a multi-node run needs --rdzv-endpoint HOST:PORT (the same on every node)")
+    return subprocess.call([*command, "-m", "toolkit", *forwarded])
 
 
 def _recipe_show(args: argparse.Namespace) -> int:

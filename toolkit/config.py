@@ -21,6 +21,9 @@ class TrainerConfig:
     ``flush_denormal`` treats denormal CPU floats as zero and ``tune_malloc`` fixes glibc's
     allocation thresholds; both make CPU steps faster and their speed repeatable (see
     :mod:`toolkit.cpu` for the measurements). They change no result beyond float underflow.
+    Under ``torchrun``, ``batch_size`` stays global (each process takes an equal share);
+    ``sync_batchnorm`` (CUDA only) computes batch-norm statistics over the global batch, and
+    ``find_unused_parameters`` is passed to DistributedDataParallel.
     """
 
     batch_size: int = 256
@@ -35,6 +38,8 @@ class TrainerConfig:
     output_dir: Path | None = None
     flush_denormal: bool = True
     tune_malloc: bool = True
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
 
 
 @dataclass

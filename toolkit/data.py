@@ -22,19 +22,24 @@ from toolkit.interfaces import Augmentation, Batch, DataSource
 class BatchPlan:
     """Which dataset indices make up step ``step`` of epoch ``epoch``.
 
-    ``batch_size`` is per optimizer step; ``micro_batches`` splits it for gradient accumulation.
+    ``batch_size`` is global, per optimizer step. With ``world_size`` processes, process
+    ``rank`` takes the ``rank``-th of ``world_size`` equal slices of every step (no overlap, the
+    same items and views as one process would see); ``micro_batches`` splits each slice for
+    gradient accumulation.
     """
 
     dataset_size: int
     batch_size: int
     seed: int
     micro_batches: int = 1
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.batch_size % self.micro_batches:
+        if self.batch_size % (self.micro_batches * self.world_size):
             raise ValueError(
-                f"trainer.batch_size ({self.batch_size}) must be divisible by "
-                f"trainer.accumulate_grad_batches ({self.micro_batches})"
+                f"trainer.batch_size ({self.batch_size}) must be divisible by trainer.accumulate_grad_batches "
+                f"({self.micro_batches}) times the number of processes ({self.world_size})"
             )
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -48,15 +53,16 @@ class BatchPlan:
 
     @property
     def micro_batch_size(self) -> int:
-        return self.batch_size // self.micro_batches
+        """Items per forward pass on one process."""
+        return self.batch_size // (self.micro_batches * self.world_size)
 
     def order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.dataset_size, generator=generator)
 
     def positions(self, step: int, micro: int) -> range:
-        """Positions within the epoch's order covered by micro-batch ``micro`` of ``step``."""
-        start = step * self.batch_size + micro * self.micro_batch_size
+        """Positions within the epoch's order covered by this process's micro-batch ``micro``."""
+        start = step * self.batch_size + (self.rank * self.micro_batches + micro) * self.micro_batch_size
         return range(start, start + self.micro_batch_size)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit import checkpoint, cpu
+from toolkit import checkpoint, cpu, distributed
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.data import BatchPlan, ViewBatches, epoch_loader
 from toolkit.evaluation import FeatureContext, run_evaluators
@@ -54,11 +55,14 @@ class Trainer:
     """Builds every component of a recipe and runs training, evaluation and export."""
 
     def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr) -> None:
-        self.recipe, self.plugins, self.run_dir, self.log = recipe, plugins, Path(run_dir), log
+        distributed.init_from_environment()
+        self.is_main = distributed.is_main()
+        self.recipe, self.plugins, self.run_dir = recipe, plugins, Path(run_dir)
+        self.log = log if self.is_main else open(os.devnull, "w")
         self.config: TrainerConfig = recipe.config("trainer")
         self.schedule: ScheduleConfig = recipe.config("schedule")
         self.eval_config: EvalConfig = recipe.config("eval")
-        _seed_everything(self.config.seed)
+        _seed_everything(self.config.seed)  # the same initial weights on every process
         self.device = resolve_device(self.config.device)
         cpu.configure(self.config.flush_denormal, self.config.tune_malloc)
         self.autocast_dtype = _autocast_dtype(self.config.precision, self.device)
@@ -68,7 +72,7 @@ class Trainer:
         self.augmentation: Augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
         projector = build(plugins, "projector", recipe.section("projector"), input_dim=self.encoder.output_dim)
         self.plan = BatchPlan(len(self.source), self.config.batch_size, self.config.seed,
-                              self.config.accumulate_grad_batches)
+                              self.config.accumulate_grad_batches, distributed.rank(), distributed.world_size())
         self.total_steps = self.plan.steps_per_epoch * self.schedule.epochs
         if self.schedule.max_steps is not None:
             self.total_steps = min(self.total_steps, self.schedule.max_steps)
@@ -76,6 +80,7 @@ class Trainer:
                           projector=projector, dataset_size=len(self.source), num_classes=self.source.num_classes,
                           total_steps=self.total_steps)
         self.model = SelfSupervisedModel(self.encoder, projector, objective).to(self.device)
+        self.parallel_model = self._wrap_for_processes(self.model)
         self.evaluators = [build(plugins, "evaluator", block) for block in self.eval_config.evaluators]
 
         optimizer_block = recipe.section("optimizer")
@@ -93,17 +98,22 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.start_eval: dict[str, float] = {}
         self.best: dict[str, float] = {}  # {"value", "step"} of the eval.select_best metric
+        torch.manual_seed(self.config.seed + distributed.rank())  # distinct dropout masks per process
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, plugins: Plugins, run_dir: Path | None = None, **kwargs: Any) -> Trainer:
         """A fresh run in ``run_dir`` (default ``trainer.output_dir`` or ``runs/<name>``)."""
         run_dir = Path(run_dir or recipe.section("trainer")["output_dir"] or Path("runs") / recipe.name)
+        distributed.init_from_environment()
         if (run_dir / CHECKPOINT).exists():
             raise FileExistsError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
                                   f"{run_dir}` or choose another directory (trainer.output_dir=...)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-        (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+        distributed.barrier()  # every process has looked before the main one writes
+        if distributed.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+            (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+        distributed.barrier()
         return cls(recipe, plugins, run_dir, **kwargs)
 
     @classmethod
@@ -113,28 +123,29 @@ class Trainer:
         recipe = load_and_resolve(run_dir / "recipe.yaml", (), plugins)
         trainer = cls(recipe, plugins, run_dir, **kwargs)
         trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
-        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+        if trainer.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         return trainer
 
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps``; return the final evaluation metrics."""
-        self.plugins.hook.on_train_start(trainer=self)
+        self._call_hook("on_train_start", trainer=self)
         if self.step == 0 and self.eval_config.at_start and self.evaluators:
-            self.start_eval = self.evaluate(tag="eval_start")
+            self.start_eval = self._evaluate_on_main(tag="eval_start")
         window_start, window_steps = time.perf_counter(), 0
         while self.step < self.total_steps:
             loader = epoch_loader(self.batches, self.epoch, self.step_in_epoch, self.config.num_workers,
                                   pin_memory=self.device.type == "cuda")
             micro, losses, metric_sums = 0, [], {}
             for batch in loader:
-                output = self._forward_backward(batch)
+                output = self._forward_backward(batch, sync=micro == self.plan.micro_batches - 1)
                 losses.append(output.loss.detach())
                 for key, value in output.metrics.items():
                     metric_sums[key] = metric_sums.get(key, 0.0) + float(value) / self.plan.micro_batches
                 micro += 1
                 if micro < self.plan.micro_batches:
                     continue
-                loss = torch.stack(losses).mean().item()
+                loss = distributed.all_reduce_mean(torch.stack(losses).mean().item())
                 self._optimizer_step(loss)
                 metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], **metric_sums}
                 micro, losses, metric_sums = 0, [], {}
@@ -145,7 +156,7 @@ class Trainer:
                     self._log_progress(metrics, elapsed / window_steps)
                     window_start, window_steps = time.perf_counter(), 0
                 self._append_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, **metrics})
-                self.plugins.hook.on_step_end(trainer=self, step=self.step, metrics=metrics)
+                self._call_hook("on_step_end", trainer=self, step=self.step, metrics=metrics)
                 if self.step % self.config.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
@@ -154,15 +165,28 @@ class Trainer:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 every = self.eval_config.every_epochs
                 if every and self.epoch % every == 0 and self.step < self.total_steps and self.evaluators:
-                    self.evaluate()
+                    self._evaluate_on_main()
                     window_start, window_steps = time.perf_counter(), 0
         self.save_checkpoint()
-        final = self.evaluate() if self.evaluators else {}
-        if self.eval_config.select_best is None:
-            self.export(self.run_dir / "encoder")
-        self._print_summary(final)
-        self.plugins.hook.on_train_end(trainer=self, metrics=final)
+        final = self._evaluate_on_main() if self.evaluators else {}
+        if self.is_main:
+            if self.eval_config.select_best is None:
+                self.export(self.run_dir / "encoder")
+            self._print_summary(final)
+        self._call_hook("on_train_end", trainer=self, metrics=final)
+        distributed.barrier()
         return final
+
+    def _evaluate_on_main(self, tag: str = "eval") -> dict[str, float]:
+        """Evaluate on the main process while the others wait; {} on the others."""
+        metrics = self.evaluate(tag) if self.is_main else {}
+        distributed.barrier()
+        return metrics
+
+    def _call_hook(self, name: str, **kwargs: Any) -> None:
+        """Lifecycle hooks run on the main process only (loggers must not write N times)."""
+        if self.is_main:
+            getattr(self.plugins.hook, name)(**kwargs)
 
     def evaluate(self, tag: str = "eval") -> dict[str, float]:
         """Run the recipe's evaluators on the current encoder; log and return their metrics."""
@@ -179,7 +203,7 @@ class Trainer:
         self.last_eval = metrics
         if self.eval_config.select_best is not None:
             self._keep_if_best(metrics)
-        self.plugins.hook.on_eval_end(trainer=self, step=self.step, metrics=metrics)
+        self._call_hook("on_eval_end", trainer=self, step=self.step, metrics=metrics)
         return metrics
 
     def _keep_if_best(self, metrics: dict[str, float]) -> None:
@@ -191,7 +215,7 @@ class Trainer:
         if self.best and not (value > self.best["value"] if mode == "max" else value < self.best["value"]):
             return
         self.best = {"value": value, "step": self.step}
-        checkpoint.save_atomic(self.state_dict(), self.run_dir / BEST_CHECKPOINT)
+        checkpoint.save_atomic(self.state_dict([checkpoint.capture_rng()]), self.run_dir / BEST_CHECKPOINT)
         self.export(self.run_dir / "encoder")
         print(f"[best {metric} {value:.4f} at step {self.step}: exported to {self.run_dir / 'encoder'}]",
               file=self.log, flush=True)
@@ -200,7 +224,8 @@ class Trainer:
         return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
                               out_dir, self.plugins, {"recipe": self.recipe.name, "step": self.step})
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything a resume needs; ``rng`` holds each process's random state, in rank order."""
         return {
             "format_version": 1,
             "step": self.step,
@@ -209,7 +234,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": checkpoint.capture_rng(),
+            "rng": rng,
             "start_eval": self.start_eval,
             "best": self.best,
         }
@@ -221,21 +246,43 @@ class Trainer:
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         self.start_eval = state.get("start_eval", {})
         self.best = state.get("best", {})
-        checkpoint.restore_rng(state["rng"])
+        rng = state["rng"]  # a run resumed on other process counts falls back to rank 0's state
+        checkpoint.restore_rng(rng[distributed.rank()] if len(rng) == distributed.world_size() else rng[0])
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/last.pt`` (main process; every process must call this)."""
         path = self.run_dir / CHECKPOINT
-        checkpoint.save_atomic(self.state_dict(), path)
+        rng = distributed.all_gather_object(checkpoint.capture_rng())
+        if self.is_main:
+            checkpoint.save_atomic(self.state_dict(rng), path)
+        distributed.barrier()
         return path
 
-    def _forward_backward(self, batch: Batch) -> ObjectiveOutput:
+    def _forward_backward(self, batch: Batch, sync: bool) -> ObjectiveOutput:
+        """Forward and backward of one micro-batch; gradients are synchronised across processes
+        only on the last micro-batch of a step (``sync``)."""
         batch = self.augmentation.on_device(batch.to(self.device, non_blocking=True))
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
-        with autocast:
-            output = self.model(batch)
-        (output.loss / self.plan.micro_batches).backward()
+        no_sync = getattr(self.parallel_model, "no_sync", None)
+        with autocast, (contextlib.nullcontext() if sync or no_sync is None else no_sync()):
+            output = self.parallel_model(batch)
+            (output.loss / self.plan.micro_batches).backward()
         return output
+
+    def _wrap_for_processes(self, model: SelfSupervisedModel) -> nn.Module:
+        """DistributedDataParallel under torchrun (with SyncBatchNorm if asked); else ``model``."""
+        if not distributed.is_distributed():
+            return model
+        if self.config.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ValueError("trainer.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run "
+                                 "on CPU); set it to false for CPU runs")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=self.config.find_unused_parameters)
 
     def _optimizer_step(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -260,6 +307,8 @@ class Trainer:
         return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

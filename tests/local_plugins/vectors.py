@@ -6,11 +6,14 @@ train through the unchanged engine.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
 from toolkit import Augmentation, DataSource, Encoder, EvalContext, Evaluator, Objective, ObjectiveOutput, hookimpl
 from toolkit.interfaces import Projector
+from toolkit.distributed import gather_with_grad
 from toolkit.losses import nt_xent
 
 
@@ -68,8 +71,8 @@ class VectorContrast(Objective):
         self.temperature = temperature
 
     def forward(self, batch, encoder, projector) -> ObjectiveOutput:
-        z = projector(encoder(torch.cat(batch.views)))
-        loss, accuracy = nt_xent(z.reshape(len(batch.views), len(batch), -1), self.temperature)
+        z = projector(encoder(torch.cat(batch.views))).reshape(len(batch.views), len(batch), -1)
+        loss, accuracy = nt_xent(gather_with_grad(z, dim=1), self.temperature)  # negatives from every process
         return ObjectiveOutput(loss, {"accuracy": accuracy})
 
 
@@ -112,3 +115,10 @@ def register_objectives(register):
 @hookimpl
 def register_evaluators(register):
     register("centroid", CentroidAccuracy)
+
+
+@hookimpl
+def on_step_end(trainer, step, metrics):
+    """Simulates a crash (tests of resume): raise once step SELFSUP_TEST_CRASH_AT ends."""
+    if str(step) == os.environ.get("SELFSUP_TEST_CRASH_AT"):
+        raise RuntimeError(f"simulated crash at step {step}")
