@@ -22,25 +22,9 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-RECIPE = """
-plugins: [{plugins}]
-data: {{name: clustered-vectors, size: 128}}
-augmentation: {{name: gaussian-noise, sigma: 0.3}}
-encoder: {{name: vector-mlp, width: 16}}
-projector: {{name: vector-linear, output_dim: 4}}
-objective: {{name: vector-contrast, temperature: 0.5}}
-optimizer: {{name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.0}}
-schedule: {{epochs: 2}}
-trainer: {{batch_size: 32, checkpoint_every: 1, log_every: 1}}
-eval: {{evaluators: []}}
-"""
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "vectors.yaml"
-    path.write_text(RECIPE.format(plugins=ROOT / "tests" / "local_plugins" / "vectors.py"))
-    return path
+RECIPE = str(ROOT / "tests" / "local_plugins" / "vectors.yaml")
+SETTINGS = ["optimizer={name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.0}", "schedule.epochs=2",
+            "trainer.checkpoint_every=1", "trainer.log_every=1", "eval.evaluators=[]"]
 
 
 def train(*args: str, crash_at: int | None = None) -> subprocess.CompletedProcess:
@@ -61,17 +45,17 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def one_process(recipe, tmp_path_factory) -> Path:
+def one_process(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("one") / "run"
-    result = train(str(recipe), "--run-dir", str(run_dir))
+    result = train(RECIPE, *SETTINGS, "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     return run_dir
 
 
 @pytest.fixture(scope="module")
-def two_processes(recipe, tmp_path_factory) -> Path:
+def two_processes(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("two") / "run"
-    result = train(str(recipe), "--nproc", "2", "--run-dir", str(run_dir))
+    result = train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -92,9 +76,9 @@ def test_only_the_main_process_writes_metrics(two_processes):
     assert [r["step"] for r in records(two_processes)] == list(range(1, 9))
 
 
-def test_a_killed_two_process_run_resumes_exactly(recipe, two_processes, tmp_path):
+def test_a_killed_two_process_run_resumes_exactly(two_processes, tmp_path):
     run_dir = tmp_path / "run"
-    crashed = train(str(recipe), "--nproc", "2", "--run-dir", str(run_dir), crash_at=5)
+    crashed = train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(run_dir), crash_at=5)
     assert crashed.returncode != 0 and "simulated crash at step 5" in crashed.stderr
     resumed = train("--resume", str(run_dir), "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
