@@ -211,8 +211,9 @@ def test_gradient_clipping_bounds_the_update(tiny_recipe, plugins, tmp_path):
     assert 0 < change.norm() <= 0.05 * 1e-6 * 1.001  # lr x max gradient norm
 
 
-def test_periodic_evaluation_runs_every_n_epochs_and_once_at_the_end(tiny_recipe, plugins, tmp_path):
-    recipe = load_and_resolve(tiny_recipe, ["eval.every_epochs=1", "schedule.epochs=3"], plugins)
+@pytest.mark.parametrize("every", ["eval.every_epochs=1", "eval.every_steps=4"])
+def test_periodic_evaluation_runs_every_n_epochs_and_once_at_the_end(tiny_recipe, plugins, tmp_path, every):
+    recipe = load_and_resolve(tiny_recipe, [every, "schedule.epochs=3"], plugins)
     Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [4, 8, 12]

@@ -73,7 +73,8 @@ class EvalConfig:
     ``evaluators`` are component blocks (``{name: knn, k: 200}``). Features come from the
     data source rebuilt with ``train_data`` / ``test_data`` merged over ``data`` (their
     ``split`` defaults to ``train`` / ``test``) and the
-    augmentation's evaluation transform. ``every_epochs: 0`` evaluates at the end only;
+    augmentation's evaluation transform. ``every_epochs`` / ``every_steps`` (0: off) add periodic
+    evaluations to the one at the end;
     ``at_start: true`` also evaluates the encoder before training (random or pretrained init).
     ``select_best: {metric: sts_dev_spearman, mode: max}`` keeps the encoder of the best
     evaluation so far (before training included) as the run's ``encoder/`` export and its
@@ -82,6 +83,7 @@ class EvalConfig:
 
     evaluators: list[dict[str, Any]] = field(default_factory=list)
     every_epochs: int = 0
+    every_steps: int = 0
     at_start: bool = False
     train_data: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
     test_data: dict[str, Any] = field(default_factory=lambda: {"split": "test"})

@@ -159,12 +159,18 @@ class Trainer:
                 self._call_hook("on_step_end", trainer=self, step=self.step, metrics=metrics)
                 if self.step % self.config.checkpoint_every == 0:
                     self.save_checkpoint()
+                every = self.eval_config.every_steps
+                if every and self.step % every == 0 and self.step < self.total_steps and self.evaluators:
+                    self._evaluate_on_main()
+                    window_start, window_steps = time.perf_counter(), 0
                 if self.step >= self.total_steps:
                     break
             if self.step_in_epoch == self.plan.steps_per_epoch:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                every = self.eval_config.every_epochs
-                if every and self.epoch % every == 0 and self.step < self.total_steps and self.evaluators:
+                every, every_steps = self.eval_config.every_epochs, self.eval_config.every_steps
+                just_evaluated = every_steps and self.step % every_steps == 0
+                if every and self.epoch % every == 0 and self.step < self.total_steps and self.evaluators \
+                        and not just_evaluated:
                     self._evaluate_on_main()
                     window_start, window_steps = time.perf_counter(), 0
         self.save_checkpoint()
@@ -322,7 +328,8 @@ class Trainer:
     def _print_summary(self, final: dict[str, float]) -> None:
         if not final:
             return
-        rows = [f"{'metric':<16}{'random init':>12}{'trained':>12}"] if self.start_eval else [f"{'metric':<16}{'trained':>12}"]
+        rows = ([f"{'metric':<16}{'at start':>12}{'trained':>12}"] if self.start_eval
+                else [f"{'metric':<16}{'trained':>12}"])
         for key, value in final.items():
             start = f"{self.start_eval[key]:>12.4f}" if key in self.start_eval else ""
             rows.append(f"{key:<16}{start}{value:>12.4f}")
