@@ -1,4 +1,4 @@
-"""NT-Xent against a naive loop over anchors, written straight from the paper's formula."""
+"""The loss functions against naive loops, written straight from the papers' formulas."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from toolkit.losses import info_nce, nt_xent, supervised_nt_xent
+from toolkit.losses import info_nce, negative_cosine, normalized_mse, nt_xent, supervised_nt_xent
 
 
 def naive_nt_xent(z: torch.Tensor, temperature: float) -> float:
@@ -104,3 +104,17 @@ def test_info_nce_with_weighted_hard_negatives_matches_the_naive_loop():
     q, p, hard = (torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(3))
     loss, _ = info_nce(q, p, 0.05, hard_negatives=hard, hard_negative_weight=0.5)
     assert math.isclose(loss.item(), naive_info_nce(q, p, 0.05, hard=hard, hard_weight=0.5), rel_tol=1e-5)
+
+
+def test_negative_cosine_matches_the_naive_loop():
+    g = torch.Generator().manual_seed(8)
+    p, z = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    naive = sum(-float(p[i] @ z[i]) / (float(p[i].norm()) * float(z[i].norm())) for i in range(5)) / 5
+    assert math.isclose(negative_cosine(p, z).item(), naive, rel_tol=1e-5)
+
+
+def test_normalized_mse_matches_the_naive_loop_of_squared_distances_of_unit_vectors():
+    g = torch.Generator().manual_seed(9)
+    p, z = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    naive = sum(float(((p[i] / p[i].norm() - z[i] / z[i].norm()) ** 2).sum()) for i in range(6)) / 6
+    assert math.isclose(normalized_mse(p, z).item(), naive, rel_tol=1e-5)

@@ -89,3 +89,21 @@ def info_nce(
     with torch.no_grad():
         accuracy = (logits.argmax(dim=1) == target).float().mean()
     return loss, accuracy
+
+
+def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
+    """SimSiam's ``D`` (Chen & He 2021, "Exploring Simple Siamese Representation Learning").
+
+    ``prediction, target: (N, D)``; ``loss = mean_i -cos(p_i, z_i)``, in ``[-1, 1]``. The caller
+    stops the gradient into ``target`` (SimSiam's stop-gradient).
+    """
+    return -F.cosine_similarity(prediction.float(), target.float(), dim=1).mean()
+
+
+def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
+    """BYOL's regression loss (Grill et al. 2020, "Bootstrap Your Own Latent", eq. 2).
+
+    ``prediction, target: (N, D)``; with ``p^ = p / ||p||`` and ``z^ = z / ||z||``,
+    ``loss = mean_i ||p^_i - z^_i||^2 = mean_i (2 - 2 cos(p_i, z_i))``, in ``[0, 4]``.
+    """
+    return (2 - 2 * F.cosine_similarity(prediction.float(), target.float(), dim=1)).mean()

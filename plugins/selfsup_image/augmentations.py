@@ -1,4 +1,4 @@
-"""SimCLR's image augmentation on torchvision.transforms.v2, with its evaluation twin."""
+"""SimCLR's image augmentation on torchvision.transforms.v2, with multi-crop and its evaluation twin."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ class SimCLRAugmentation(Augmentation):
 
     The evaluation transform resizes the short side to ``size / eval_crop_fraction`` and
     centre-crops ``size`` (``eval_crop_fraction: 1.0`` resizes only).
+
+    Multi-crop (Caron et al. 2020, SwAV): ``local_crops > 0`` adds that many smaller views
+    ``(C, local_size, local_size)`` cropped with ``local_scale`` (SwAV: 96 px, ``(0.05, 0.14)``)
+    after the ``n_views`` global ones, with the same colour transforms. Views are ordered global
+    first, so objectives find the global views at positions ``0 .. n_views - 1``.
     """
 
     def __init__(
@@ -33,22 +38,22 @@ class SimCLRAugmentation(Augmentation):
         flip_prob: float = 0.5,
         n_views: int = 2,
         eval_crop_fraction: float = 0.875,
+        local_crops: int = 0,
+        local_size: int = 96,
+        local_scale: tuple[float, float] = (0.05, 0.14),
     ) -> None:
         if n_views < 1:
             raise ValueError(f"augmentation.n_views must be at least 1, got {n_views}")
         if not 0 < eval_crop_fraction <= 1:
             raise ValueError(f"augmentation.eval_crop_fraction must be in (0, 1], got {eval_crop_fraction}")
-        self.n_views = n_views
-        s = strength
-        blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
-        self.train = v2.Compose([
-            v2.RandomResizedCrop(size, scale=scale, antialias=True),
-            v2.RandomHorizontalFlip(flip_prob),
-            v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_prob),
-            v2.RandomGrayscale(grayscale_prob),
-            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=blur_prob),
-            v2.ToDtype(torch.float32, scale=True),
-        ])
+        if local_crops < 0:
+            raise ValueError(f"augmentation.local_crops must be 0 (no multi-crop) or more, got {local_crops}")
+        self.global_views, self.local_crops = n_views, local_crops
+        self.n_views = n_views + local_crops
+        colour = dict(strength=strength, jitter_prob=jitter_prob, grayscale_prob=grayscale_prob,
+                      blur_prob=blur_prob, flip_prob=flip_prob)
+        self.train = _crop_and_colour(size, scale, **colour)
+        self.local = _crop_and_colour(local_size, local_scale, **colour)
         self.eval = v2.Compose([
             v2.Resize(round(size / eval_crop_fraction), antialias=True),
             v2.CenterCrop(size),
@@ -56,7 +61,22 @@ class SimCLRAugmentation(Augmentation):
         ])
 
     def __call__(self, item: Tensor) -> list[Tensor]:
-        return [self.train(item) for _ in range(self.n_views)]
+        return ([self.train(item) for _ in range(self.global_views)]
+                + [self.local(item) for _ in range(self.local_crops)])
 
     def eval_transform(self, item: Tensor) -> Tensor:
         return self.eval(item)
+
+
+def _crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitter_prob: float,
+                     grayscale_prob: float, blur_prob: float, flip_prob: float) -> v2.Compose:
+    s = strength
+    blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(flip_prob),
+        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_prob),
+        v2.RandomGrayscale(grayscale_prob),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=blur_prob),
+        v2.ToDtype(torch.float32, scale=True),
+    ])

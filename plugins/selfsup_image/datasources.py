@@ -117,7 +117,9 @@ class ImageFolder(DataSource):
 def _existing(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data.path: {path} does not exist (relative paths are resolved from the recipe's folder)")
+        raise FileNotFoundError(f"data.path: {path} does not exist; set data.path in the recipe (relative to the "
+                                f"recipe's folder) or on the command line (relative to the working directory): "
+                                f"selfsup train RECIPE data.path=/path/to/data")
     return path
 
 

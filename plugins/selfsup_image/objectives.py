@@ -1,16 +1,19 @@
-"""SimCLR's objective: NT-Xent over all views of a batch, encoded in one forward pass."""
+"""SimCLR's objective: NT-Xent over all views of a batch, same-size views encoded in one forward pass."""
 
 from __future__ import annotations
 
 import torch
 
-from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
+from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import nt_xent
+
+from selfsup_image.views import embed_views
 
 
 class NTXent(Objective):
     """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
-    Representations"): ``z = projector(encoder(x))`` for all ``V`` views at once, then
+    Representations"): ``z = projector(encoder(x))`` for all ``V`` views (one pass per view
+    size, so multi-crop works), then
     :func:`toolkit.losses.nt_xent`. Paper defaults: ``temperature`` 0.5 (CIFAR), 0.1-0.2 at
     large batch.
 
@@ -25,7 +28,6 @@ class NTXent(Objective):
         self.temperature = temperature
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
-        n = len(batch)
-        z = projector(pool(encoder(torch.cat(batch.views))))
-        loss, accuracy = nt_xent(z.reshape(len(batch.views), n, -1), self.temperature)
+        z = torch.stack(embed_views(batch.views, encoder, projector))
+        loss, accuracy = nt_xent(z, self.temperature)
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy})

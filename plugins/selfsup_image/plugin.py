@@ -6,9 +6,14 @@ from toolkit import hookimpl
 from toolkit.hookspecs import Register
 
 from selfsup_image.augmentations import SimCLRAugmentation
+from selfsup_image.byol import BYOL
 from selfsup_image.datasources import ImageFolder, ImageNpz, JpegNpz
 from selfsup_image.encoders import ResNet18, ResNet34, ResNet50
+from selfsup_image.instdisc import InstDisc
+from selfsup_image.moco import MoCo
 from selfsup_image.objectives import NTXent
+from selfsup_image.simsiam import SimSiam
+from selfsup_image.supcon import SupCon
 
 
 @hookimpl
@@ -26,6 +31,11 @@ def register_encoders(register: Register) -> None:
 @hookimpl
 def register_objectives(register: Register) -> None:
     register("nt-xent", NTXent)
+    register("moco", MoCo)
+    register("byol", BYOL)
+    register("simsiam", SimSiam)
+    register("supcon", SupCon)
+    register("instdisc", InstDisc)
 
 
 @hookimpl

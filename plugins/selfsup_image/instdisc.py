@@ -1,0 +1,81 @@
+"""Instance discrimination with a memory bank: one feature per data-set item."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
+from toolkit.losses import info_nce
+
+from selfsup_image.views import embed_views
+
+
+class InstDisc(Objective):
+    """InstDisc (Wu et al. 2018, "Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination").
+
+    The memory bank ``v: (dataset_size, D)`` holds one unit vector per item (``D`` = the
+    projector's output, 128 in the paper). For an item ``i`` with feature ``f = projector(encoder(x))``
+    and ``K`` bank entries ``v_j`` drawn uniformly at random (shared by the batch)::
+
+        loss = mean_i -log( exp(f_i . v_i / t) / (exp(f_i . v_i / t) + sum_j exp(f_i . v_j / t)) )
+
+    (the non-parametric softmax estimated with sampled entries, as InfoNCE:
+    :func:`toolkit.losses.info_nce`). Then ``v_i <- normalise(m * v_i + (1 - m) * f_i)`` with
+    ``bank_momentum`` ``m`` = 0.5. Every view of ``batch.views`` is a query for its item's entry
+    (the paper uses one view; with more, the bank is updated with their mean). The bank is a
+    buffer, so checkpoints hold it. Needs ``batch.index`` (dataset positions, ``(N,)``).
+
+    >>> objective = InstDisc(projector, dataset_size=50000, num_negatives=4096)
+    >>> loss, metrics = objective(batch, encoder, projector)
+    """
+
+    def __init__(
+        self,
+        projector: Projector,
+        dataset_size: int,
+        temperature: float = 0.07,
+        num_negatives: int = 4096,
+        bank_momentum: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"objective.temperature must be positive, got {temperature}")
+        if num_negatives < 1:
+            raise ValueError(f"objective.num_negatives must be at least 1, got {num_negatives}")
+        if not 0.0 <= bank_momentum < 1.0:
+            raise ValueError(f"objective.bank_momentum must be in [0, 1) (0.5 in the paper), got {bank_momentum}")
+        self.temperature, self.num_negatives, self.bank_momentum = temperature, num_negatives, bank_momentum
+        self.bank = MemoryBank(dataset_size, projector.output_dim)
+
+    def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
+        features = embed_views(batch.views, encoder, projector)
+        positives = self.bank.vectors[batch.index].clone()
+        sampled = torch.randint(len(self.bank), (self.num_negatives,), device=positives.device)
+        negatives = self.bank.vectors[sampled].clone()
+        results = [info_nce(f, positives, self.temperature, negatives=negatives, in_batch=False) for f in features]
+        loss = torch.stack([r[0] for r in results]).mean()
+        accuracy = torch.stack([r[1] for r in results]).mean()
+        mean_feature = torch.stack([F.normalize(f.detach().float(), dim=1) for f in features]).mean(dim=0)
+        self.bank.update(batch.index, mean_feature, self.bank_momentum)
+        return ObjectiveOutput(loss, {"contrastive_acc": accuracy})
+
+
+class MemoryBank(nn.Module):
+    """``vectors: (size, dim)`` unit vectors, one per data-set item, initialised at random."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("vectors", F.normalize(torch.randn(size, dim), dim=1))
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @torch.no_grad()
+    def update(self, index: Tensor, features: Tensor, momentum: float) -> None:
+        """``v_i <- normalise(momentum * v_i + (1 - momentum) * normalise(f_i))`` for ``index: (N,)``,
+        ``features: (N, dim)``."""
+        mixed = momentum * self.vectors[index] + (1 - momentum) * F.normalize(features.float(), dim=1)
+        self.vectors[index] = F.normalize(mixed, dim=1)

@@ -1,0 +1,43 @@
+"""Supervised contrastive learning: every same-label view in the batch is a positive."""
+
+from __future__ import annotations
+
+import torch
+
+from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
+from toolkit.losses import supervised_nt_xent
+
+from selfsup_image.views import embed_views
+
+
+class SupCon(Objective):
+    """SupCon (Khosla et al. 2020, "Supervised Contrastive Learning", eq. 2, ``L_out``).
+
+    ``z = projector(encoder(x))`` for all ``V`` views of the ``N`` items (``V * N`` anchors); an
+    anchor's positives ``P(a)`` are every other view whose item has the same label::
+
+        loss = mean_a  -1/|P(a)| sum_{p in P(a)} log( exp(u_a . u_p / t) / sum_{b != a} exp(u_a . u_b / t) )
+
+    (:func:`toolkit.losses.supervised_nt_xent`). With all labels distinct it is SimCLR's NT-Xent.
+    Labels come from the data source (``batch.labels: (N,)``); any ``V >= 1`` works, including
+    multi-crop. The paper uses ``temperature`` 0.1 on CIFAR (0.07 on ImageNet). The second stage
+    (a linear classifier on the frozen encoder) is the recipe's ``linear-probe`` evaluator.
+
+    >>> objective = SupCon(temperature=0.1)
+    >>> loss, metrics = objective(batch, encoder, projector)   # batch.labels required
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"objective.temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
+        if batch.labels is None:
+            raise ValueError("supcon needs labels, but the data source gives none; use a labelled data source "
+                             "(image-jpeg-npz / image-npz with y_<split>, image-folder) or objective: {name: nt-xent}")
+        z = torch.cat(embed_views(batch.views, encoder, projector))
+        groups = batch.labels.repeat(len(batch.views))
+        loss, accuracy = supervised_nt_xent(z, groups, self.temperature)
+        return ObjectiveOutput(loss, {"contrastive_acc": accuracy})

@@ -1,0 +1,46 @@
+"""Encoding a batch's views: one forward pass per run of same-size views (multi-crop aware)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from toolkit.interfaces import Encoder, Projector, pool
+
+
+def embed_views(views: Sequence[Tensor], encoder: Encoder, projector: Projector) -> list[Tensor]:
+    """``z_v = projector(encoder(x_v))`` for every view ``x_v: (N, C, H, W)``; returns ``V`` tensors ``(N, D)``.
+
+    Consecutive views of one size are concatenated into one forward pass, so two global views
+    share their batch-norm statistics (as in SimCLR) and multi-crop's local views, smaller,
+    go through a second pass (as in SwAV's multi-crop wrapper).
+    """
+    return forward_runs(views, lambda x: projector(pool(encoder(x))))
+
+
+def forward_runs(views: Sequence[Tensor], net: Callable[[Tensor], Tensor]) -> list[Tensor]:
+    """``net`` over every view, one call per run of consecutive same-shape views."""
+    outputs: list[Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and views[end].shape == views[start].shape:
+            end += 1
+        outputs.extend(net(torch.cat(list(views[start:end]))).chunk(end - start))
+        start = end
+    return outputs
+
+
+def prediction_pairs(n_views: int, n_targets: int = 2) -> list[tuple[int, int]]:
+    """``(i, j)``: view ``i``'s prediction regresses target view ``j``, for every view ``i`` and
+    every one of the first ``n_targets`` (global) views ``j != i``.
+
+    Two views give BYOL's and SimSiam's symmetric pairs ``[(0, 1), (1, 0)]``; with multi-crop the
+    local views predict both global views (Caron et al. 2020, SwAV's multi-crop applied to BYOL).
+    """
+    if n_views < 2:
+        raise ValueError(f"this objective needs at least 2 views per item, got {n_views}; "
+                         f"set augmentation.n_views to 2 or more")
+    return [(i, j) for i in range(n_views) for j in range(min(n_targets, n_views)) if i != j]
