@@ -1,0 +1,214 @@
+"""Sequence data sources. Items are float32 tensors ``(C, L)`` (mono audio: ``(1, L)``); labels
+are int64 class indices chosen by the ``label`` parameter.
+
+- ``fsdd``: the Free Spoken Digit Dataset npz (``audio`` int16 concatenated, ``offsets``,
+  ``label``, ``speaker``, ``is_test``, ``sample_rate``); labels ``digit`` or ``speaker``.
+- ``audio-folder``: ``.wav`` (PCM, read with the standard library) and ``.flac`` (read with
+  ``soundfile``, a dependency of selfsup) files under ``path/<split>/``; the label is the first folder level.
+- ``ucr-npz``: ``x_{split}`` float ``(N, C, L)`` (NaN-padded when lengths vary), ``y_{split}``.
+- ``ucr-ts``: UCR/UEA ``.ts`` files ``<Name>_TRAIN.ts`` / ``<Name>_TEST.ts`` (see :mod:`tsfile`).
+
+Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio.
+"""
+
+from __future__ import annotations
+
+import struct
+import wave
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from selfsup_sequence.tsfile import read_ts
+from toolkit.data import subset_indices
+from toolkit.interfaces import DataSource
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+class FSDD(DataSource):
+    """The Free Spoken Digit Dataset (3,000 recordings, 8 kHz, 6 speakers) in its npz layout.
+
+    ``split``: ``train`` (recording index 5-49, 2,700) or ``test`` (index 0-4, 300: the
+    official split). ``label``: ``digit`` (10 classes) or ``speaker`` (6 classes; every
+    speaker is in both splits). Items ``(1, L)`` in ``[-1, 1)`` at the encoder's sample rate.
+    """
+
+    def __init__(self, path: Path, split: Literal["train", "test"] = "train",
+                 label: Literal["digit", "speaker"] = "digit", limit: int | None = None,
+                 input_spec: dict[str, Any] | None = None) -> None:
+        if split not in ("train", "test") or label not in ("digit", "speaker"):
+            raise ValueError(f"fsdd: split must be train|test and label digit|speaker, got {split!r}, {label!r}")
+        with np.load(_existing(path)) as archive:
+            _require(archive.files, ["audio", "offsets", "label", "speaker", "is_test", "sample_rate"], path)
+            audio, offsets = archive["audio"], archive["offsets"]
+            chosen = np.flatnonzero(archive["is_test"] == (split == "test"))
+            labels = archive["label" if label == "digit" else "speaker"]
+            self.native_rate = int(archive["sample_rate"])
+            self.num_classes = int(labels.max()) + 1
+        chosen = chosen[subset_indices(len(chosen), limit).numpy()]
+        self.audio = torch.from_numpy(audio)
+        self.starts, self.ends = offsets[:-1][chosen], offsets[1:][chosen]
+        self.labels = torch.from_numpy(labels[chosen].astype(np.int64))
+        self.sample_rate = int((input_spec or {}).get("sample_rate") or self.native_rate)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> Tensor:
+        wav = self.audio[int(self.starts[index]):int(self.ends[index])].float()[None] / 32768
+        return _resample(wav, self.native_rate, self.sample_rate)
+
+
+class AudioFolder(DataSource):
+    """Audio files under ``path/<split>/`` (or ``path/`` when it has no ``<split>`` folder),
+    found recursively and sorted; with ``label: folder`` the class is the first folder level
+    below that root (LibriSpeech: the speaker; ``<class>/<file>.wav`` trees: the class).
+
+    Decoding happens on access; a corrupt, empty or unsupported file raises a ``ValueError``
+    naming it. Multichannel files give ``(C, L)`` items; ``mono: true`` averages channels.
+    """
+
+    def __init__(self, path: Path, split: str = "train", label: Literal["folder", "none"] = "none",
+                 mono: bool = True, limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
+        root = path / split if (path / split).is_dir() else path
+        if not root.is_dir():
+            raise FileNotFoundError(f"audio-folder: {root} is not a folder")
+        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"audio-folder: no {'/'.join(AUDIO_EXTENSIONS)} files under {root}")
+        self.files = [files[i] for i in subset_indices(len(files), limit).tolist()]
+        if label == "folder":
+            loose = [f for f in self.files if f.parent == root]
+            if loose:
+                raise ValueError(f"audio-folder: label: folder takes the class from the first folder below {root}, "
+                                 f"but {loose[0]} lies directly in it; move it into a class folder or use label: none")
+            classes = [f.relative_to(root).parts[0] for f in self.files]
+            self.class_names = sorted(set(classes))
+            self.labels = torch.tensor([self.class_names.index(c) for c in classes], dtype=torch.int64)
+            self.num_classes = len(self.class_names)
+        self.mono = mono
+        self.sample_rate = (input_spec or {}).get("sample_rate")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Tensor:
+        audio, rate = read_audio(self.files[index])
+        if self.mono:
+            audio = audio.mean(dim=0, keepdim=True)
+        return _resample(audio, rate, int(self.sample_rate or rate))
+
+
+class UCRNpz(DataSource):
+    """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)``, ``y_{split}`` int labels.
+
+    Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it).
+    ``label: class`` is the only label UCR data carries.
+    """
+
+    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
+                 limit: int | None = None) -> None:
+        with np.load(_existing(path)) as archive:
+            _require(archive.files, [f"x_{split}", f"y_{split}"], path)
+            x, y = archive[f"x_{split}"], archive[f"y_{split}"]
+        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, f"{path}: x_{split}")
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.series[index]
+
+
+class UCRTs(DataSource):
+    """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
+    ``<Name>_TEST.ts`` (or one ``.ts`` file); variable lengths are NaN-padded at the end."""
+
+    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
+                 limit: int | None = None) -> None:
+        if path.is_dir():
+            found = sorted(path.glob(f"*_{split.upper()}.ts"))
+            if len(found) != 1:
+                raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
+                                        f"{[f.name for f in found] or 'none'}")
+            path = found[0]
+        x, y, self.class_names = read_ts(_existing(path))
+        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, str(path))
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.series[index]
+
+
+def read_audio(file: Path) -> tuple[Tensor, int]:
+    """``(audio (C, L) float32 in [-1, 1], sample_rate)`` of a PCM ``.wav`` or a ``.flac``."""
+    if file.suffix.lower() == ".flac":
+        return _read_flac(file)
+    try:
+        with wave.open(str(file), "rb") as handle:
+            channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
+            frames = handle.readframes(handle.getnframes())
+    except (wave.Error, EOFError, OSError, RuntimeError, struct.error) as error:  # wave's errors on broken chunks
+        raise ValueError(f"{file}: not a readable PCM wav file ({error}); re-encode it as 16-bit PCM") from error
+    if not frames:
+        raise ValueError(f"{file}: the wav file holds no audio samples")
+    if width == 3:
+        raw = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 3)
+        samples = (raw[:, 0].astype(np.int32) | raw[:, 1].astype(np.int32) << 8 | raw[:, 2].astype(np.int32) << 16)
+        data = np.where(samples >= 1 << 23, samples - (1 << 24), samples).astype(np.float32) / (1 << 23)
+    elif width in (1, 2, 4):
+        dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+        data = np.frombuffer(frames, dtype=dtype).astype(np.float32)
+        data = (data - 128) / 128 if width == 1 else data / float(1 << (8 * width - 1))
+    else:
+        raise ValueError(f"{file}: unsupported sample width of {width} bytes")
+    usable = len(data) // channels * channels
+    return torch.from_numpy(np.ascontiguousarray(data[:usable].reshape(-1, channels).T)), rate
+
+
+def _read_flac(file: Path) -> tuple[Tensor, int]:
+    try:
+        import soundfile
+    except ImportError:
+        raise ValueError(f"{file}: reading .flac needs the soundfile package, which selfsup depends on; "
+                         f"reinstall selfsup-toolkit (pip install soundfile) or convert the files to .wav") from None
+    try:
+        data, rate = soundfile.read(str(file), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises its own LibsndfileError and RuntimeError
+        raise ValueError(f"{file}: not a readable flac file ({error})") from error
+    if len(data) == 0:
+        raise ValueError(f"{file}: the flac file holds no audio samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
+    return audio if rate == target else AF.resample(audio, rate, target)
+
+
+def _series_and_labels(x: np.ndarray, y: np.ndarray, limit: int | None, where: str) -> tuple[Tensor, Tensor, int]:
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3:
+        raise ValueError(f"{where}: series must be (N, C, L) or (N, L), got shape {x.shape}")
+    keep = subset_indices(len(x), limit).numpy()
+    labels = y.astype(np.int64)
+    return torch.from_numpy(x[keep].astype(np.float32)), torch.from_numpy(labels[keep]), int(labels.max()) + 1
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    return path
+
+
+def _require(files: list[str], keys: list[str], path: Path) -> None:
+    missing = [k for k in keys if k not in files]
+    if missing:
+        raise KeyError(f"{path}: missing arrays {', '.join(missing)} (it has {', '.join(files)})")

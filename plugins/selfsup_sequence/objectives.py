@@ -1,0 +1,132 @@
+"""The CPC objective: k-step linear predictions of future local features, scored with InfoNCE.
+
+van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding", eq. 3-4;
+negative sampling as in CPC_audio (Riviere et al. 2020): negatives are drawn uniformly from the
+positions of every sequence in the (global) batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from toolkit import distributed
+from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
+
+NegativesFrom = Literal["batch", "same_sequence"]
+
+
+class CPC(Objective):
+    """Contrastive Predictive Coding over the encoder's local features ``z`` and context ``c``.
+
+    For every step ``k = 1..K`` a linear predictor ``W_k`` scores ``f_k(z, c_t) = z^T W_k c_t``;
+    each anchor ``(i, t)`` with ``t + k < T`` picks its positive ``z_{i,t+k}`` among ``M``
+    negatives (InfoNCE, paper eq. 4), and the loss is the mean over ``k`` of the mean over
+    anchors (see :func:`cpc_info_nce`). Negatives are other positions of any sequence of the
+    batch gathered from every process (``negatives_from: batch``, CPC_audio's default) or of
+    the anchor's own sequence (``same_sequence``); a target never serves as its own negative.
+    Indices are drawn from torch's CPU generator, which the engine seeds and checkpoints.
+
+    Needs an encoder with ``encode(x) -> z: (N, T, z_dim)`` and ``context(z) -> c: (N, T,
+    output_dim)`` (``cpc-audio``, ``cpc-series``); the projector is not used (keep ``identity``).
+    Metrics: ``cpc_acc`` (mean) and ``cpc_acc_k{k}``, the top-1 accuracy of step ``k``.
+
+    >>> objective = CPC(encoder=CPCAudioEncoder(), prediction_steps=12, num_negatives=128)
+    >>> output = objective(batch, encoder, projector)   # batch.views[0]: (N, 1, L) windows
+    >>> output.loss.backward()
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        prediction_steps: int = 12,
+        num_negatives: int = 128,
+        negatives_from: NegativesFrom = "batch",
+    ) -> None:
+        super().__init__()
+        missing = [m for m in ("encode", "context") if not callable(getattr(encoder, m, None))]
+        if missing or not isinstance(getattr(encoder, "z_dim", None), int):
+            raise TypeError(f"objective cpc needs an encoder with encode(x) -> z, context(z) -> c and z_dim "
+                            f"(cpc-audio, cpc-series); encoder {type(encoder).__name__} lacks "
+                            f"{', '.join(missing) or 'z_dim'}")
+        if prediction_steps < 1 or num_negatives < 1:
+            raise ValueError("objective.prediction_steps and objective.num_negatives must be at least 1")
+        if negatives_from not in ("batch", "same_sequence"):
+            raise ValueError(f"objective.negatives_from must be batch or same_sequence, got {negatives_from!r}")
+        self.predictors = nn.ModuleList(
+            nn.Linear(encoder.output_dim, encoder.z_dim, bias=False) for _ in range(prediction_steps))
+        self.num_negatives, self.negatives_from = num_negatives, negatives_from
+
+    def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
+        z = encoder.encode(batch.views[0])
+        c = encoder.context(z)
+        n, steps, dim = z.shape
+        if steps <= len(self.predictors):
+            raise ValueError(f"the training windows give {steps} frames, but objective.prediction_steps is "
+                             f"{len(self.predictors)}; lengthen augmentation.window or lower prediction_steps")
+        pool = distributed.gather_with_grad(z, dim=0).reshape(-1, dim)
+        index = sample_negatives(n, steps, self.num_negatives, self.negatives_from, distributed.rank(),
+                                 distributed.world_size()).to(z.device)
+        loss, accuracies = cpc_info_nce(c, z, pool, self.predictors, index)
+        metrics: dict[str, Tensor | float] = {"cpc_acc": accuracies.mean()}
+        metrics.update({f"cpc_acc_k{k + 1}": a for k, a in enumerate(accuracies)})
+        return ObjectiveOutput(loss, metrics)
+
+
+def cpc_info_nce(
+    context: Tensor, z: Tensor, pool: Tensor, predictors: Sequence[nn.Module], negative_index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The CPC InfoNCE loss over ``K = len(predictors)`` prediction steps.
+
+    ``context: (N, T, H)``, ``z: (N, T, D)``, ``pool: (P, D)`` the negative candidates,
+    ``negative_index: (N, T, M)`` int64 into ``pool``: the negatives of target position
+    ``(i, j)``. For step ``k`` and anchor ``(i, t)``, ``t < T - k``, with ``p = W_k c_{i,t}``::
+
+        l_{k,i,t} = -log( exp(p . z_{i,t+k}) / (exp(p . z_{i,t+k}) + sum_m exp(p . pool[idx_{i,t+k,m}])) )
+        loss = 1/K sum_k mean_{i,t} l_{k,i,t}
+
+    Returns the loss and the top-1 accuracies ``(K,)`` (positive scored above every negative).
+    """
+    steps = z.shape[1]
+    losses, accuracies = [], []
+    for k, predictor in enumerate(predictors, start=1):
+        prediction = predictor(context[:, : steps - k]).float()
+        positive = (prediction * z[:, k:].float()).sum(dim=-1, keepdim=True)
+        logits = torch.cat([positive, _negative_scores(prediction, pool, negative_index[:, k:])], dim=-1)
+        logits = logits.reshape(-1, logits.shape[-1])
+        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        losses.append(F.cross_entropy(logits, target))
+        with torch.no_grad():
+            accuracies.append((logits.argmax(dim=1) == 0).float().mean())
+    return torch.stack(losses).mean(), torch.stack(accuracies)
+
+
+def _negative_scores(prediction: Tensor, pool: Tensor, chosen: Tensor) -> Tensor:
+    """``p . pool[j]`` for the chosen ``j``: ``prediction: (N, T, D)``, ``chosen: (N, T, M)`` -> ``(N, T, M)``.
+
+    When the pool has fewer rows than the ``M * D`` values of one anchor's gathered negatives,
+    scoring the whole pool with one matrix product and picking is cheaper; otherwise the
+    negatives are gathered. Both reduce in a fixed order (``index_select`` rather than advanced
+    indexing, whose backward accumulates nondeterministically on several CPU threads).
+    """
+    if pool.shape[0] <= chosen.shape[-1] * pool.shape[1]:
+        scores = prediction.reshape(-1, prediction.shape[-1]) @ pool.float().T
+        return scores.reshape(*prediction.shape[:2], -1).gather(-1, chosen)
+    negatives = pool.index_select(0, chosen.reshape(-1)).reshape(*chosen.shape, -1).float()
+    return torch.einsum("ntd,ntmd->ntm", prediction, negatives)
+
+
+def sample_negatives(n: int, steps: int, count: int, source: NegativesFrom, rank: int, world_size: int) -> Tensor:
+    """Indices ``(n, steps, count)`` into the gathered pool ``(world_size * n * steps, D)`` of
+    negatives for each target position of this process's ``n`` sequences, never the target
+    itself. Drawn from torch's default CPU generator (seeded and checkpointed by the engine)."""
+    own = (rank * n + torch.arange(n)[:, None]) * steps + torch.arange(steps)[None, :]
+    if source == "batch":
+        drawn = torch.randint(0, world_size * n * steps - 1, (n, steps, count))
+        return drawn + (drawn >= own[..., None]).long()
+    drawn = torch.randint(0, steps - 1, (n, steps, count))
+    drawn = drawn + (drawn >= torch.arange(steps)[None, :, None]).long()
+    return (rank * n + torch.arange(n)[:, None, None]) * steps + drawn

@@ -1,0 +1,349 @@
+"""The sequence plugin: CPC encoders, objective, augmentations and data sources (issue 5).
+
+The ``plugins`` fixture (conftest) discovers the installed entry points, ``sequence`` among them.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup_sequence.augmentations import CPCAudioAugmentation, CPCSeriesAugmentation
+from selfsup_sequence.datasources import FSDD, AudioFolder, UCRNpz, UCRTs, read_audio
+from selfsup_sequence.encoders import CPCAudioEncoder, CPCSeriesEncoder, pad_with_nan
+from selfsup_sequence.objectives import CPC, cpc_info_nce, sample_negatives
+from toolkit import load_encoder, load_eval_transform
+from toolkit.engine import Trainer
+from toolkit.interfaces import Batch
+from toolkit.projectors import IdentityProjector
+from toolkit.recipe import load_and_resolve
+from toolkit.testing import check_augmentation, check_datasource, check_encoder, check_objective
+
+from conftest import RECIPES, SHARED_DATA, needs_shared_data
+from test_engine import assert_same_state, kill_at
+
+TINY_AUDIO = {"channels": 8, "hidden_dim": 8}
+TINY_SERIES = {"channels": 8, "hidden_dim": 8}
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> Path:
+    """``samples: (L, C)`` int16."""
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(samples.shape[1])
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+# encoders
+
+def test_audio_encoder_has_the_paper_receptive_field_and_hop():
+    encoder = CPCAudioEncoder(**TINY_AUDIO)
+    assert (encoder.receptive_field, encoder.hop) == (465, 160)
+    assert encoder.output_length(20480) == 126
+
+
+@pytest.mark.parametrize("length", [465, 624, 625, 1000, 20480])
+def test_audio_encoder_output_length_matches_the_formula(length):
+    encoder = CPCAudioEncoder(**TINY_AUDIO)
+    z = encoder.encode(torch.zeros(2, 1, length))
+    assert z.shape == (2, (length - 465) // 160 + 1, 8)
+
+
+def test_series_encoder_with_custom_stack_reports_its_geometry():
+    encoder = CPCSeriesEncoder(in_channels=3, kernels=[5, 3], strides=[3, 2], **TINY_SERIES)
+    assert (encoder.receptive_field, encoder.hop) == (1 + 4 + 2 * 3, 6)
+    assert encoder.encode(torch.randn(2, 3, 47)).shape == (2, (47 - 11) // 6 + 1, 8)
+
+
+def test_input_shorter_than_the_receptive_field_gives_one_finite_frame():
+    encoder = CPCAudioEncoder(**TINY_AUDIO).eval()
+    assert encoder.encode(torch.randn(1, 1, 100)).shape == (1, 1, 8)
+    assert torch.isfinite(encoder(torch.randn(1, 1, 100))).all()
+
+
+@pytest.mark.parametrize("context", ["gru", "lstm", "transformer"])
+def test_context_at_t_does_not_see_the_future(context):
+    torch.manual_seed(0)
+    encoder = CPCSeriesEncoder(context=context, pooling="sequence", standardize=False, **TINY_SERIES).eval()
+    x = torch.randn(2, 1, 60)
+    changed = x.clone()
+    t = 10  # frame t sees samples up to t * hop + receptive_field - 1
+    changed[:, :, t * encoder.hop + encoder.receptive_field:] += 5.0
+    with torch.no_grad():
+        c, c_changed = encoder(x), encoder(changed)
+    assert torch.allclose(c[:, : t + 1], c_changed[:, : t + 1], atol=1e-6)
+    assert not torch.allclose(c[:, t + 1:], c_changed[:, t + 1:])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_a_padded_item_gets_the_features_it_gets_alone(pooling):
+    torch.manual_seed(0)
+    encoder = CPCSeriesEncoder(pooling=pooling, **TINY_SERIES).eval()
+    short, long = torch.randn(1, 40), torch.randn(1, 90)
+    with torch.no_grad():
+        together = encoder(pad_with_nan([long, short]))
+        alone = encoder(short[None])
+    assert torch.allclose(together[1], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("factory, params, example", [
+    (CPCAudioEncoder, {**TINY_AUDIO, "pooling": "sequence"}, [torch.randn(1, 1200), torch.randn(1, 900)]),
+    (CPCAudioEncoder, TINY_AUDIO, [torch.randn(1, 1200), torch.randn(1, 900)]),
+    (CPCSeriesEncoder, {"in_channels": 6, "context": "transformer", **TINY_SERIES}, [torch.randn(6, 50)] * 3),
+])
+def test_encoders_conform(factory, params, example):
+    check_encoder(factory, params, example)
+
+
+def test_encoder_names_the_channel_mismatch():
+    with pytest.raises(ValueError, match="in_channels"):
+        CPCSeriesEncoder(in_channels=1, **TINY_SERIES).encode(torch.randn(2, 6, 50))
+
+
+# objective
+
+@pytest.mark.parametrize("pool_size", [11, 50])  # scored densely (11 <= M * D = 12), gathered (50)
+def test_cpc_loss_matches_a_naive_loop(pool_size):
+    torch.manual_seed(0)
+    n, steps, hidden, dim, count, k_max = 2, 7, 5, 4, 3, 3
+    c, z = torch.randn(n, steps, hidden), torch.randn(n, steps, dim)
+    pool = torch.randn(pool_size, dim)
+    index = torch.randint(0, pool_size, (n, steps, count))
+    predictors = [torch.nn.Linear(hidden, dim, bias=False) for _ in range(k_max)]
+    loss, accuracies = cpc_info_nce(c, z, pool, predictors, index)
+    per_step, hits = [], []
+    for k in range(1, k_max + 1):
+        terms, correct = [], []
+        for i in range(n):
+            for t in range(steps - k):
+                p = predictors[k - 1].weight @ c[i, t]
+                scores = torch.stack([p @ z[i, t + k]] + [p @ pool[j] for j in index[i, t + k]])
+                terms.append(-(scores[0] - torch.logsumexp(scores, dim=0)))
+                correct.append(float(scores.argmax() == 0))
+        per_step.append(torch.stack(terms).mean())
+        hits.append(sum(correct) / len(correct))
+    assert torch.allclose(loss, torch.stack(per_step).mean(), atol=1e-5)
+    assert torch.allclose(accuracies, torch.tensor(hits))
+
+
+@pytest.mark.parametrize("source", ["batch", "same_sequence"])
+def test_negatives_are_never_the_target_itself(source):
+    torch.manual_seed(0)
+    index = sample_negatives(3, 5, 200, source, rank=1, world_size=2)
+    own = (3 + torch.arange(3)[:, None]) * 5 + torch.arange(5)[None, :]
+    assert not (index == own[..., None]).any()
+    assert index.min() >= 0 and index.max() < 2 * 3 * 5
+    if source == "same_sequence":
+        assert torch.equal(index // 5, (3 + torch.arange(3))[:, None, None].expand_as(index))
+
+
+def test_negative_sampling_follows_the_torch_seed():
+    torch.manual_seed(3)
+    first = sample_negatives(2, 6, 8, "batch", 0, 1)
+    torch.manual_seed(3)
+    assert torch.equal(first, sample_negatives(2, 6, 8, "batch", 0, 1))
+
+
+def test_cpc_objective_conforms():
+    torch.manual_seed(0)
+    encoder = CPCSeriesEncoder(**TINY_SERIES)
+    batch = Batch(views=[torch.randn(4, 1, 40)], index=torch.arange(4))
+    output = check_objective(CPC, {"prediction_steps": 3, "num_negatives": 5}, batch, encoder,
+                             IdentityProjector(input_dim=8))
+    assert set(output.metrics) == {"cpc_acc", "cpc_acc_k1", "cpc_acc_k2", "cpc_acc_k3"}
+
+
+def test_cpc_starts_at_chance_level_log_of_candidates():
+    torch.manual_seed(0)
+    encoder = CPCSeriesEncoder(**TINY_SERIES)
+    objective = CPC(encoder=encoder, prediction_steps=2, num_negatives=15)
+    torch.nn.init.zeros_(objective.predictors[0].weight), torch.nn.init.zeros_(objective.predictors[1].weight)
+    loss = objective(Batch(views=[torch.randn(4, 1, 40)], index=torch.arange(4)), encoder, None).loss
+    assert math.isclose(loss.item(), math.log(16), rel_tol=1e-5)
+
+
+def test_cpc_names_an_encoder_without_encode_and_context():
+    with pytest.raises(TypeError, match="IdentityProjector.*encode"):
+        CPC(encoder=IdentityProjector(input_dim=4))
+
+
+def test_cpc_asks_for_longer_windows_when_there_are_too_few_frames():
+    encoder = CPCSeriesEncoder(**TINY_SERIES)
+    objective = CPC(encoder=encoder, prediction_steps=12)
+    with pytest.raises(ValueError, match="augmentation.window"):
+        objective(Batch(views=[torch.randn(2, 1, 30)], index=torch.arange(2)), encoder, None)
+
+
+# augmentations
+
+@pytest.mark.parametrize("factory, params", [
+    (CPCAudioAugmentation, {"window": 500, "gain_db": 6.0, "noise_prob": 1.0, "time_mask": 100, "time_mask_prob": 1.0}),
+    (CPCSeriesAugmentation, {"window": 30, "jitter": 0.1, "scaling": 0.2}),
+])
+def test_augmentations_conform_and_make_fixed_windows(factory, params):
+    views = check_augmentation(factory, params, torch.randn(2, 900))
+    assert views[0].shape == (2, params["window"]) and torch.isfinite(views[0]).all()
+
+
+def test_a_short_item_is_padded_with_nan_to_the_window():
+    view = CPCSeriesAugmentation(window=10)(torch.ones(1, 4))[0]
+    assert torch.equal(view[0, :4], torch.ones(4)) and torch.isnan(view[0, 4:]).all()
+
+
+def test_eval_transform_trims_nan_padding_and_crops_long_items_to_the_centre():
+    item = torch.cat([torch.arange(10.0)[None], torch.full((1, 5), math.nan)], dim=1)
+    assert torch.equal(CPCSeriesAugmentation().eval_transform(item), torch.arange(10.0)[None])
+    assert torch.equal(CPCAudioAugmentation(eval_length=4).eval_transform(item), torch.arange(3.0, 7.0)[None])
+
+
+# data sources
+
+def test_ts_reader_handles_multichannel_variable_lengths_and_missing_values(tmp_path):
+    (tmp_path / "Toy_TRAIN.ts").write_text(
+        "# toy\n@problemName Toy\n@univariate false\n@equalLength false\n@classLabel true up down\n@data\n"
+        "1,2,3:4,5,6:up\n1,?,3,4:5,6:down\n")
+    source = check_datasource(UCRTs, {"path": tmp_path, "split": "train"})
+    assert source[0].shape == (2, 4) and torch.isnan(source[0][:, 3]).all()
+    assert torch.isnan(source[1][0, 1]) and torch.isnan(source[1][1, 2:]).all()
+    assert source.labels.tolist() == [0, 1] and source.num_classes == 2
+
+
+def test_ts_reader_names_the_file_and_line_of_bad_values(tmp_path):
+    path = tmp_path / "Bad_TRAIN.ts"
+    path.write_text("@classLabel true a\n@data\n1,2,x:a\n")
+    with pytest.raises(ValueError, match=r"Bad_TRAIN.ts:3"):
+        UCRTs(path=path)
+
+
+def test_nan_padded_short_silent_and_multichannel_series_encode_to_finite_features(tmp_path):
+    x = np.zeros((4, 6, 80), dtype=np.float32)
+    x[0] = np.random.default_rng(0).normal(size=(6, 80))
+    x[1, :, 20:] = np.nan  # short: 20 steps, then padding
+    x[2, :, 5:] = np.nan  # shorter than the receptive field
+    np.savez(tmp_path / "toy.npz", x_train=x, y_train=np.array([0, 1, 2, 3]))
+    source = check_datasource(UCRNpz, {"path": tmp_path / "toy.npz"})
+    augmentation = CPCSeriesAugmentation(window=32)
+    encoder = CPCSeriesEncoder(in_channels=6, **TINY_SERIES).eval()
+    with torch.no_grad():
+        features = encoder(pad_with_nan([augmentation.eval_transform(source[i]) for i in range(4)]))
+        windows = encoder(pad_with_nan([augmentation(source[i])[0] for i in range(4)]))
+    assert torch.isfinite(features).all() and torch.isfinite(windows).all()
+
+
+def test_audio_folder_reads_pcm_wav_with_folder_labels_and_resamples(tmp_path):
+    for name, label in [("a.wav", "dog"), ("b.wav", "cat")]:
+        (tmp_path / "train" / label).mkdir(parents=True)
+        write_wav(tmp_path / "train" / label / name, (np.ones((800, 2)) * 16384).astype(np.int16))
+    source = check_datasource(AudioFolder, {"path": tmp_path, "label": "folder",
+                                            "input_spec": {"sample_rate": 16000}})
+    assert source[0].shape == (1, 1600) and source.labels.tolist() == [0, 1]
+    stereo, rate = read_audio(tmp_path / "train" / "cat" / "b.wav")
+    assert rate == 8000 and stereo.shape == (2, 800) and torch.allclose(stereo, torch.full((2, 800), 0.5))
+
+
+def test_audio_folder_reads_flac(tmp_path):
+    soundfile = pytest.importorskip("soundfile", reason="flac support needs the soundfile package")
+    (tmp_path / "train" / "dog").mkdir(parents=True)
+    soundfile.write(tmp_path / "train" / "dog" / "a.flac", np.full(800, 0.25, dtype=np.float32), 8000)
+    audio, rate = read_audio(tmp_path / "train" / "dog" / "a.flac")
+    assert rate == 8000 and audio.shape == (1, 800) and torch.allclose(audio, torch.full((1, 800), 0.25), atol=1e-3)
+
+
+def test_corrupt_flac_error_names_the_file(tmp_path):
+    pytest.importorskip("soundfile", reason="flac support needs the soundfile package")
+    (tmp_path / "broken.flac").write_bytes(b"fLaC not really")
+    with pytest.raises(ValueError, match="broken.flac: not a readable flac file"):
+        read_audio(tmp_path / "broken.flac")
+
+
+def test_long_and_silent_wavs_load(tmp_path):
+    write_wav(tmp_path / "long.wav", np.zeros((8000 * 30, 1), dtype=np.int16))
+    audio, _ = read_audio(tmp_path / "long.wav")
+    assert audio.shape == (1, 240000) and audio.abs().max() == 0
+
+
+def test_empty_wav_error_names_the_file(tmp_path):
+    path = write_wav(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.int16))
+    with pytest.raises(ValueError, match="empty.wav: the wav file holds no audio"):
+        AudioFolder(path=tmp_path)[0]
+
+
+def test_corrupt_wav_error_names_the_file(tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    with pytest.raises(ValueError, match="broken.wav: not a readable PCM wav"):
+        AudioFolder(path=tmp_path)[0]
+
+
+FSDD_NPZ = SHARED_DATA / "fsdd" / "fsdd.npz"
+
+
+@needs_shared_data
+@pytest.mark.parametrize("label, classes", [("digit", 10), ("speaker", 6)])
+def test_fsdd_gives_the_official_split_and_either_label(label, classes):
+    source = check_datasource(FSDD, {"path": FSDD_NPZ, "split": "test", "label": label})
+    assert len(source) == 300 and source.num_classes == classes and source[0].shape[0] == 1
+
+
+@needs_shared_data
+def test_fsdd_resamples_to_the_encoder_rate():
+    native = FSDD(path=FSDD_NPZ, split="test", limit=1)[0]
+    upsampled = FSDD(path=FSDD_NPZ, split="test", limit=1, input_spec={"sample_rate": 16000})[0]
+    assert upsampled.shape[1] == 2 * native.shape[1]
+
+
+@needs_shared_data
+def test_ucr_npz_reads_basicmotions_with_six_channels():
+    source = check_datasource(UCRNpz, {"path": SHARED_DATA / "ucr_uea" / "BasicMotions.npz", "split": "test"})
+    assert source[0].shape == (6, 100) and source.num_classes == 4
+
+
+# recipes and training
+
+CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml",
+               "tiny/cpc.yaml"]
+
+
+@pytest.mark.parametrize("name", CPC_RECIPES)
+def test_cpc_recipes_validate(name, plugins):
+    recipe = load_and_resolve(RECIPES / name, [], plugins)
+    assert recipe.section("objective")["name"] == "cpc"
+
+
+@needs_shared_data
+def test_a_killed_cpc_run_resumes_exactly(plugins, tmp_path):
+    def trainer(run: str) -> Trainer:
+        recipe = load_and_resolve(RECIPES / "tiny" / "cpc.yaml", ["trainer.checkpoint_every=1", "eval.evaluators=[]"],
+                                  plugins)
+        return Trainer.from_recipe(recipe, plugins, tmp_path / run, log=open("/dev/null", "w"))
+
+    straight = trainer("straight")
+    straight.fit()
+    kill_at(3, trainer("killed"), plugins)
+    resumed = Trainer.resume(tmp_path / "killed", plugins, log=open("/dev/null", "w"))
+    assert resumed.step == 2
+    resumed.fit()
+    assert straight.step == resumed.step == 4
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+
+
+@needs_shared_data
+def test_selfsup_command_trains_the_tiny_recipe_and_the_export_embeds_raw_series(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "toolkit", "train", str(RECIPES / "tiny" / "cpc.yaml"),
+                             "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cpc_acc_k4" in result.stderr and "linear_top1" in result.stderr
+    encoder, transform = load_encoder(run_dir / "encoder"), load_eval_transform(run_dir / "encoder")
+    series = [torch.randn(1, 150), torch.cat([torch.randn(1, 90), torch.full((1, 60), math.nan)], dim=1)]
+    with torch.no_grad():
+        features = encoder(encoder.collate()([transform(x) for x in series]))
+    assert features.shape == (2, 16) and torch.isfinite(features).all()
