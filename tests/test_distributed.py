@@ -44,44 +44,44 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "encoder" / "model.safetensors")
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("one") / "run"
-    result = train(RECIPE, *SETTINGS, "--run-dir", str(run_dir))
+OBJECTIVES = ["vector-contrast", "nt-xent", "supcon"]  # the toy plugin's, image SimCLR's, SupCon's
+
+
+@pytest.fixture(scope="module", params=OBJECTIVES)
+def runs(request, tmp_path_factory) -> tuple[Path, Path]:
+    """Run directories of the same recipe on one process and on two."""
+    settings = [*SETTINGS, f"objective={{name: {request.param}, temperature: 0.5}}"]
+    one, two = (tmp_path_factory.mktemp(f"{request.param}-{n}") / "run" for n in (1, 2))
+    result = train(RECIPE, *settings, "--run-dir", str(one))
     assert result.returncode == 0, result.stderr
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("two") / "run"
-    result = train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(run_dir))
+    result = train(RECIPE, *settings, "--nproc", "2", "--run-dir", str(two))
     assert result.returncode == 0, result.stderr
-    return run_dir
+    return one, two
 
 
-def test_two_processes_compute_the_loss_of_the_global_batch(one_process, two_processes):
-    single = [r["loss"] for r in records(one_process)]
-    double = [r["loss"] for r in records(two_processes)]
+def test_two_processes_compute_the_loss_of_the_global_batch(runs):
+    single, double = ([r["loss"] for r in records(run)] for run in runs)
     assert len(single) == len(double) == 8
     assert single == pytest.approx(double, abs=1e-5)
 
 
-def test_two_processes_take_the_same_optimizer_steps_as_one(one_process, two_processes):
-    single, double = weights(one_process), weights(two_processes)
+def test_two_processes_take_the_same_optimizer_steps_as_one(runs):
+    single, double = (weights(run) for run in runs)
     assert all(torch.allclose(single[k], double[k], atol=1e-5) for k in single)
 
 
-def test_only_the_main_process_writes_metrics(two_processes):
-    assert [r["step"] for r in records(two_processes)] == list(range(1, 9))
+def test_only_the_main_process_writes_metrics(runs):
+    assert [r["step"] for r in records(runs[1])] == list(range(1, 9))
 
 
-def test_a_killed_two_process_run_resumes_exactly(two_processes, tmp_path):
+def test_a_killed_two_process_run_resumes_exactly(tmp_path):
+    straight = tmp_path / "straight"
+    assert train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(straight)).returncode == 0
     run_dir = tmp_path / "run"
     crashed = train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(run_dir), crash_at=5)
     assert crashed.returncode != 0 and "simulated crash at step 5" in crashed.stderr
     resumed = train("--resume", str(run_dir), "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert [r["step"] for r in records(run_dir)] == list(range(1, 9))
-    straight = weights(two_processes)
-    assert all(torch.equal(straight[k], tensor) for k, tensor in weights(run_dir).items())
+    expected = weights(straight)
+    assert all(torch.equal(expected[k], tensor) for k, tensor in weights(run_dir).items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.distributed import gather_with_grad
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import nt_xent
 
@@ -14,7 +15,8 @@ class NTXent(Objective):
     """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
     Representations"): ``z = projector(encoder(x))`` for all ``V`` views (one pass per view
     size, so multi-crop works), then
-    :func:`toolkit.losses.nt_xent`. Paper defaults: ``temperature`` 0.5 (CIFAR), 0.1-0.2 at
+    :func:`toolkit.losses.nt_xent` over the global batch (every process's embeddings are gathered
+    under torchrun, with gradients). Paper defaults: ``temperature`` 0.5 (CIFAR), 0.1-0.2 at
     large batch.
 
     >>> objective = NTXent(temperature=0.5)
@@ -28,6 +30,6 @@ class NTXent(Objective):
         self.temperature = temperature
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
-        z = torch.stack(embed_views(batch.views, encoder, projector))
+        z = gather_with_grad(torch.stack(embed_views(batch.views, encoder, projector)), dim=1)  # (V, N, D)
         loss, accuracy = nt_xent(z, self.temperature)
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.distributed import gather_with_grad
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import supervised_nt_xent
 
@@ -20,7 +21,8 @@ class SupCon(Objective):
 
     (:func:`toolkit.losses.supervised_nt_xent`). With all labels distinct it is SimCLR's NT-Xent.
     Labels come from the data source (``batch.labels: (N,)``); any ``V >= 1`` works, including
-    multi-crop. The paper uses ``temperature`` 0.1 on CIFAR (0.07 on ImageNet). The second stage
+    multi-crop. Under torchrun the embeddings and labels of every process are gathered, so the
+    positives and negatives are those of the global batch. The paper uses ``temperature`` 0.1 on CIFAR (0.07 on ImageNet). The second stage
     (a linear classifier on the frozen encoder) is the recipe's ``linear-probe`` evaluator.
 
     >>> objective = SupCon(temperature=0.1)
@@ -37,7 +39,8 @@ class SupCon(Objective):
         if batch.labels is None:
             raise ValueError("supcon needs labels, but the data source gives none; use a labelled data source "
                              "(image-jpeg-npz / image-npz with y_<split>, image-folder) or objective: {name: nt-xent}")
-        z = torch.cat(embed_views(batch.views, encoder, projector))
-        groups = batch.labels.repeat(len(batch.views))
+        z = gather_with_grad(torch.stack(embed_views(batch.views, encoder, projector)), dim=1)  # (V, N, D)
+        labels = gather_with_grad(batch.labels)  # the global batch's labels, in the same order
+        z, groups = z.reshape(-1, z.shape[-1]), labels.repeat(len(batch.views))
         loss, accuracy = supervised_nt_xent(z, groups, self.temperature)
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy})
