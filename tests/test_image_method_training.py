@@ -20,14 +20,6 @@ from test_engine import assert_same_state, kill_at
 TINY = RECIPES / "tiny"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the threads' barriers
-    make every small op wait for the busiest core (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 # 4 steps per epoch: six steps, killed at step 5, resumed from the checkpoint at step 3 (mid-epoch 0)
 SHORT = ["eval.evaluators=[]", "trainer.log_every=100", "schedule.max_steps=6", "trainer.checkpoint_every=3"]
 

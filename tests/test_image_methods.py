@@ -27,16 +27,6 @@ from toolkit.projectors import MLPProjector
 from toolkit.testing import check_objective
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the threads' barriers
-    make every small op wait for the busiest core (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_networks(seed: int = 0, output_dim: int = 8) -> tuple[ResNet18, MLPProjector]:
     torch.manual_seed(seed)
     encoder = ResNet18(stem="cifar", width=4)

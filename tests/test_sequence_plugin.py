@@ -272,7 +272,7 @@ def test_long_and_silent_wavs_load(tmp_path):
 
 
 def test_empty_wav_error_names_the_file(tmp_path):
-    path = write_wav(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.int16))
+    write_wav(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.int16))
     with pytest.raises(ValueError, match="empty.wav: the wav file holds no audio"):
         AudioFolder(path=tmp_path)[0]
 
