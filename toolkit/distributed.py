@@ -30,6 +30,14 @@ def init_from_environment() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group (every process, at the end of a run): exiting with gloo's threads
+    still running can abort the process ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
