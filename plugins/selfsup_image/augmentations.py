@@ -52,13 +52,9 @@ class SimCLRAugmentation(Augmentation):
         self.n_views = n_views + local_crops
         colour = dict(strength=strength, jitter_prob=jitter_prob, grayscale_prob=grayscale_prob,
                       blur_prob=blur_prob, flip_prob=flip_prob)
-        self.train = _crop_and_colour(size, scale, **colour)
-        self.local = _crop_and_colour(local_size, local_scale, **colour)
-        self.eval = v2.Compose([
-            v2.Resize(round(size / eval_crop_fraction), antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-        ])
+        self.train = crop_and_colour(size, scale, **colour)
+        self.local = crop_and_colour(local_size, local_scale, **colour)
+        self.eval = resize_and_centre_crop(size, eval_crop_fraction)
 
     def __call__(self, item: Tensor) -> list[Tensor]:
         return ([self.train(item) for _ in range(self.global_views)]
@@ -68,8 +64,13 @@ class SimCLRAugmentation(Augmentation):
         return self.eval(item)
 
 
-def _crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitter_prob: float,
-                     grayscale_prob: float, blur_prob: float, flip_prob: float) -> v2.Compose:
+def crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitter_prob: float,
+                    grayscale_prob: float, blur_prob: float, flip_prob: float) -> v2.Compose:
+    """SimCLR's random transform as one ``v2.Compose``: uint8 ``(..., C, H, W) -> float (..., C, size, size)``.
+
+    Leading dimensions share one draw of every random parameter (torchvision v2 treats them as a
+    batch), so a clip ``(T, C, H, W)`` gets the same crop and colours in every frame.
+    """
     s = strength
     blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
     return v2.Compose([
@@ -78,5 +79,14 @@ def _crop_and_colour(size: int, scale: tuple[float, float], strength: float, jit
         v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_prob),
         v2.RandomGrayscale(grayscale_prob),
         v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=blur_prob),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+
+
+def resize_and_centre_crop(size: int, eval_crop_fraction: float) -> v2.Compose:
+    """The evaluation twin: short side to ``size / eval_crop_fraction``, centre ``size x size``, float in ``[0, 1]``."""
+    return v2.Compose([
+        v2.Resize(round(size / eval_crop_fraction), antialias=True),
+        v2.CenterCrop(size),
         v2.ToDtype(torch.float32, scale=True),
     ])
