@@ -1,0 +1,166 @@
+"""Video encoders: a 2-D ResNet applied to every frame, and torchvision's R(2+1)D-18 and R3D-18
+clip networks. Every one returns one vector per sample, ``(N, D)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.video.resnet import (
+    BasicBlock,
+    BasicStem,
+    Conv2Plus1D,
+    Conv3DSimple,
+    R2Plus1dStem,
+    VideoResNet,
+)
+
+from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50
+from toolkit.interfaces import Encoder
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+"""The normalisation of torchvision's Kinetics-400 video models."""
+
+_FRAME_RESNETS = {18: ResNet18, 34: ResNet34, 50: ResNet50}
+
+
+class FrameResNet(Encoder):
+    """A 2-D ResNet (He et al. 2016; :class:`selfsup_image.encoders.ResNetEncoder`, with its
+    ``stem``, ``width``, normalisation and ``weights`` options) applied to every frame.
+
+    ``x: (N, C, H, W) -> (N, D)`` for frames; ``x: (N, C, T, H, W) -> (N, D)`` for clips, the mean
+    over time of the per-frame features (all ``N * T`` frames go through one forward pass).
+    ``D = 8 * width * expansion`` (512 for ResNet-18 at width 64).
+    """
+
+    def __init__(
+        self,
+        depth: Literal[18, 34, 50] = 18,
+        stem: Literal["imagenet", "cifar"] = "imagenet",
+        width: int = 64,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        weights: Path | None = None,
+    ) -> None:
+        super().__init__()
+        if depth not in _FRAME_RESNETS:
+            raise ValueError(f"encoder.depth must be 18, 34 or 50, got {depth}")
+        self.frames = _FRAME_RESNETS[depth](stem=stem, width=width, mean=mean, std=std, weights=weights)
+        self.output_dim = self.frames.output_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            return self.frames(x)
+        if x.dim() != 5:
+            raise ValueError(f"frame-resnet expects frames (N, C, H, W) or clips (N, C, T, H, W), got {tuple(x.shape)}")
+        n, c, t, h, w = x.shape
+        features = self.frames(x.transpose(1, 2).reshape(n * t, c, h, w))
+        return features.view(n, t, -1).mean(dim=1)
+
+
+class ClipResNet(Encoder):
+    """torchvision's video ResNet (``VideoResNet``) without its classifier: ``x (N, 3, T, H, W) -> (N, D)``.
+
+    ``x`` is float in ``[0, 1]``; the encoder normalises with the Kinetics-400 mean and std
+    itself. Random initialisation by default (nothing is ever downloaded); ``weights`` loads a
+    local torchvision state dict of the same architecture (e.g. Kinetics-400 weights saved
+    beforehand with ``torch.save(r2plus1d_18(weights="DEFAULT").state_dict(), path)``); the
+    classifier is ignored. ``width`` is the first stage's channel count (64 in the paper, where
+    ``D = 512``; ``D = 8 * width``): smaller widths make CPU and test models.
+    """
+
+    conv: type[nn.Module]
+    stem: Callable[[int], nn.Module]
+    name: str
+
+    def __init__(self, width: int = 64, weights: Path | None = None) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"encoder.width must be at least 1, got {width}")
+        self.net = _video_resnet(self.conv, self.stem, width)
+        self.net.fc = nn.Identity()
+        self.output_dim = 8 * width
+        self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
+        if weights is not None:
+            _load_weights(self.net, weights, self.name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"{self.name} encodes clips (N, 3, T, H, W), got {tuple(x.shape)}; set "
+                             f"augmentation.clip_length and evaluate with data unit: clip")
+        return self.net((x - self.mean) / self.std)
+
+
+class R2Plus1D18(ClipResNet):
+    """R(2+1)D-18 (Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions for Action
+    Recognition"): every 3-D convolution factorised into a spatial ``1 x 3 x 3`` and a temporal
+    ``3 x 1 x 1`` one. 31.3 M parameters at width 64."""
+
+    conv = Conv2Plus1D
+    name = "r2plus1d-18"
+
+    @staticmethod
+    def stem(width: int) -> nn.Module:
+        if width == 64:
+            return R2Plus1dStem()
+        middle = max(1, 45 * width // 64)  # torchvision's 45 channels, scaled
+        return nn.Sequential(
+            nn.Conv3d(3, middle, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(middle), nn.ReLU(inplace=True),
+            nn.Conv3d(middle, width, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(width), nn.ReLU(inplace=True),
+        )
+
+
+class R3D18(ClipResNet):
+    """R3D-18 (Tran et al. 2018; Hara et al. 2018): ResNet-18 with full ``3 x 3 x 3`` convolutions.
+    33.2 M parameters at width 64."""
+
+    conv = Conv3DSimple
+    name = "r3d-18"
+
+    @staticmethod
+    def stem(width: int) -> nn.Module:
+        if width == 64:
+            return BasicStem()
+        return nn.Sequential(
+            nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(width), nn.ReLU(inplace=True),
+        )
+
+
+def _video_resnet(conv: type[nn.Module], stem: Callable[[int], nn.Module], width: int) -> VideoResNet:
+    """torchvision's 18-layer ``VideoResNet`` with stage widths ``width * (1, 2, 4, 8)``."""
+    net = VideoResNet(BasicBlock, [conv] * 4, [2, 2, 2, 2], lambda: stem(64))
+    if width == 64:
+        return net
+    net.inplanes = width
+    net.stem = stem(width)
+    for i, stride in enumerate((1, 2, 2, 2)):
+        setattr(net, f"layer{i + 1}", net._make_layer(BasicBlock, conv, width * 2 ** i, 2, stride=stride))
+    for module in net.modules():  # torchvision's own initialisation, for the rebuilt layers
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def _load_weights(net: nn.Module, path: Path, name: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"encoder.weights: {path} does not match {name} at this width "
+                         f"({str(error).splitlines()[1].strip()})") from None
+    if missing or unexpected:
+        raise ValueError(f"encoder.weights: {path} does not match {name} (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}); use a torchvision {name} state dict")
