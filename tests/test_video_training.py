@@ -1,0 +1,99 @@
+"""The video plugin through the engine and the `selfsup` command: recipes validate, a killed run
+resumes exactly, frame and clip encoders train on data the tests write, and the tiny recipe runs
+end to end (on DAVIS where ``../shared`` is present)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup_video.videoio import write_video
+from toolkit import load_encoder, load_eval_transform
+from toolkit.cli import main
+from toolkit.engine import Trainer
+from toolkit.recipe import load_and_resolve
+
+from conftest import RECIPES, needs_shared_data
+from test_engine import assert_same_state, kill_at
+from test_video_plugin import write_frame_arrays
+
+TINY = RECIPES / "tiny" / "temporal.yaml"
+QUIET = ["eval.evaluators=[]", "trainer.log_every=100"]
+
+
+def trainer(plugins, run_dir: Path, *overrides: str) -> Trainer:
+    recipe = load_and_resolve(TINY, [*QUIET, *overrides], plugins)
+    return Trainer.from_recipe(recipe, plugins, run_dir, log=open("/dev/null", "w"))
+
+
+def video_folder(root: Path, videos: int = 8, frames: int = 20) -> Path:
+    """``videos`` mp4 files of ``frames`` 24x32 frames: the frame arrays of the plugin tests, encoded."""
+    arrays = np.load(write_frame_arrays(root / "frames.npz", [frames] * videos, height=24, width=32))["frames"]
+    folder = root / "videos"
+    folder.mkdir()
+    for v in range(videos):
+        write_video(folder / f"video{v}.mp4", arrays[v * frames:(v + 1) * frames], fps=24)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["temporal-davis.yaml", "temporal-clips.yaml", "tiny/temporal.yaml"])
+def test_video_recipes_validate(name, plugins):
+    assert load_and_resolve(RECIPES / name, [], plugins).section("objective")["name"] == "temporal-contrast"
+
+
+@pytest.mark.parametrize("tcn", [[], ["augmentation.tcn_margin=10", "objective.tcn_weight=0.5"]],
+                         ids=["temporal", "with-tcn"])
+def test_a_killed_temporal_run_resumes_exactly(plugins, tmp_path, tcn):
+    data = f"data.path={write_frame_arrays(tmp_path / 'videos.npz', [24] * 8)}"
+    overrides = [data, "schedule.max_steps=6", "trainer.checkpoint_every=3", *tcn]
+    straight = trainer(plugins, tmp_path / "straight", *overrides)
+    straight.fit()
+    kill_at(5, trainer(plugins, tmp_path / "killed", *overrides), plugins)
+    resumed = Trainer.resume(tmp_path / "killed", plugins, log=open("/dev/null", "w"))
+    assert resumed.step == 3
+    resumed.fit()
+    assert straight.step == resumed.step == 6
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_a_clip_encoder_trains_on_video_files_and_is_evaluated_on_clips(plugins, tmp_path):
+    folder = video_folder(tmp_path)
+    run = trainer(plugins, tmp_path / "run", f"data={{name: video-files, path: {folder}, split: train}}",
+                  "encoder={name: r2plus1d-18, width: 4}", "augmentation.clip_length=4", "augmentation.size=16",
+                  "augmentation.max_interval=6", "schedule.max_steps=2",
+                  "eval.train_data={unit: clip, clip_length: 4, frame_stride: 4}",
+                  "eval.test_data={unit: clip, clip_length: 4}",
+                  "eval.evaluators=[{name: video-retrieval, exclude_window: 3}, {name: knn, k: 5}]")
+    metrics = run.fit()
+    assert run.step == 2
+    assert 0 <= metrics["retrieval_top1"] <= 1 and 0 < metrics["retrieval_map"] <= 1 and "knn_top1" in metrics
+
+
+def test_selfsup_command_trains_on_a_video_folder_and_the_export_embeds_frames(tmp_path):
+    folder = video_folder(tmp_path)
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "toolkit", "train", str(TINY),
+                             f"data={{name: video-files, path: {folder}, split: train}}", "eval.at_start=true",
+                             "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "retrieval_top1" in result.stderr and "retrieval_map" in result.stderr and "knn_top1" in result.stderr
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records][0] == "eval_start" and records[-1]["kind"] == "eval"
+    encoder, transform = load_encoder(run_dir / "encoder"), load_eval_transform(run_dir / "encoder")
+    with torch.no_grad():
+        features = encoder(torch.stack([transform(torch.zeros(3, 24, 32, dtype=torch.uint8))] * 2))
+    assert features.shape == (2, encoder.output_dim) and torch.isfinite(features).all()
+
+
+@needs_shared_data
+def test_the_tiny_recipe_trains_on_davis_and_reports_retrieval_and_knn(tmp_path):
+    assert main(["train", str(TINY), "--run-dir", str(tmp_path / "run")]) == 0
+    final = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["kind"] == "eval" and final["step"] == 8
+    assert {"retrieval_top1", "retrieval_map", "knn_top1"} <= final.keys()
