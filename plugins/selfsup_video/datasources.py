@@ -74,7 +74,8 @@ class VideoSource(DataSource):
         if unit == "video":
             self.entries = [(v, 0) for v in range(len(self.videos))]
         else:
-            self.entries = [(v, t) for v, video in enumerate(self.videos) for t in range(0, video.num_frames, frame_stride)]
+            self.entries = [(v, t) for v, video in enumerate(self.videos)
+                            for t in range(0, video.num_frames, frame_stride)]
         self.video_ids = torch.tensor([ids[v] for v, _ in self.entries], dtype=torch.int64)
         self.labels = torch.tensor([video_labels[v] for v, _ in self.entries], dtype=torch.int64)
         self.frame_times = (None if unit == "video" else

@@ -47,11 +47,11 @@ class TemporalContrast(Objective):
         self.temperature, self.tcn_weight = temperature, tcn_weight
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
-        views = len(batch.views)
-        if views != (3 if self.tcn_weight > 0 else 2):
+        views, needed = len(batch.views), 3 if self.tcn_weight > 0 else 2
+        if views != needed:
             raise ValueError(
-                f"temporal-contrast with tcn_weight {self.tcn_weight} needs {3 if self.tcn_weight > 0 else 2} views per "
-                f"video, the augmentation makes {views}; "
+                f"temporal-contrast with tcn_weight {self.tcn_weight} needs {needed} views per video, the "
+                f"augmentation makes {views}; "
                 + ("set augmentation.tcn_margin (the far negative's distance in frames)" if self.tcn_weight > 0 else
                    "set objective.tcn_weight > 0 to use the far negatives of augmentation.tcn_margin, or remove it"))
         z = gather_with_grad(torch.stack(embed_views(batch.views, encoder, projector)), dim=1)  # (V, N, D)

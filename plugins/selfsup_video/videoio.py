@@ -31,8 +31,8 @@ CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg
 THREAD_TYPE = "SLICE"
 """FFmpeg decoder threading. Frame threading (``AUTO``/``FRAME``) decodes frames ahead of the one
 asked for, which random access throws away. On 2 cores, for H.264, slice threading measured
-1.2-1.4x faster for random access, as fast for sequential decoding at 72x128 and 1.3x faster at
-288x512 (``benchmarks/README.md``)."""
+1.1-1.4x faster for random access, as fast for sequential decoding at 72x128 and 1.3-1.5x faster
+at 288x512 (``benchmarks/README.md``)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,8 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
                 if packet.is_keyframe:
                     keys.append(stamp)
         except av.FFmpegError as error:
-            raise ValueError(f"{path}: the video stream cannot be read ({error}); re-encode or remove the file") from None
+            raise ValueError(f"{path}: the video stream cannot be read ({error}); re-encode or remove the "
+                             f"file") from None
         if not stamps:
             raise ValueError(f"{path}: the video stream holds no frames; remove the file")
         stamps.sort()
