@@ -10,6 +10,9 @@ times (swapping which goes first) and the medians are reported.
 
     python benchmarks/throughput.py [--recipe recipes/quickstart.yaml] [--steps 20] [key=value ...]
 
+On CUDA both sides use the recipe's ``trainer.precision`` (bf16 autocast by default),
+``channels_last`` and ``compile``, pinned memory and non-blocking copies.
+
 Prints JSON: samples/s of each, and ``ratio = engine / plain`` (target >= 0.97 on CPU). The
 engine applies the CPU settings of :mod:`toolkit.cpu`; ``--plain-cpu-settings engine`` gives the
 plain loop the same, which isolates the engine's own per-step overhead.
@@ -18,6 +21,7 @@ plain loop the same, which isolates the engine's own per-step overhead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 
 from toolkit import cpu, hookimpl
-from toolkit.engine import Trainer
+from toolkit.engine import Trainer, _autocast_dtype, resolve_device
 from toolkit.losses import nt_xent
 from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
 from toolkit.plugins import default_plugins
@@ -87,11 +91,19 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
     projector = build(plugins, "projector", recipe.section("projector"), input_dim=encoder.output_dim)
     source = build(plugins, "datasource", recipe.section("data"))
     augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
-    model = torch.nn.Sequential(encoder, projector)
+    trainer, schedule = recipe.section("trainer"), recipe.section("schedule")
+    device = resolve_device(trainer["device"])
+    model = torch.nn.Sequential(encoder, projector).to(device)
+    if trainer["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    if trainer["compile"]:
+        encoder.compile()
+    dtype = _autocast_dtype(trainer["precision"], device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    memory_format = torch.channels_last if trainer["channels_last"] else torch.contiguous_format
     optimizer_block = recipe.section("optimizer")
     optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
                              params=parameter_groups([model]))
-    trainer, schedule = recipe.section("trainer"), recipe.section("schedule")
     if os.environ.get("THROUGHPUT_PLAIN_CPU_SETTINGS") == "engine":
         cpu.configure(trainer["flush_denormal"], trainer["tune_malloc"])
     else:  # what a hand-written loop gets by default, except denormals (trajectory-dependent, see toolkit/cpu.py)
@@ -99,13 +111,16 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
     warmup_steps = schedule["warmup_steps"] or 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup + steps, warmup_steps, 0.0))
     loader = torch.utils.data.DataLoader(TwoViews(source, augmentation), batch_size=trainer["batch_size"],
-                                         shuffle=True, drop_last=True, num_workers=trainer["num_workers"])
+                                         shuffle=True, drop_last=True, num_workers=trainer["num_workers"],
+                                         pin_memory=device.type == "cuda")
     temperature = recipe.section("objective")["temperature"]
     times, done = [], 0
     while done < warmup + steps:
         for first, second in loader:
-            z = model(torch.cat([first, second]))
-            loss, _ = nt_xent(z.reshape(2, len(first), -1), temperature)
+            x = torch.cat([first, second]).to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            with autocast:
+                z = model(x)
+                loss, _ = nt_xent(z.reshape(2, len(first), -1), temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -150,6 +165,7 @@ def main() -> None:
         "steps": args.steps,
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "plain_cpu_settings": args.plain_cpu_settings,
         "plain_samples_per_s": statistics.median(plain),
         "engine_samples_per_s": statistics.median(engine),

@@ -65,7 +65,7 @@ def test_export_round_trip_gives_the_same_embeddings(trained_run, tmp_path, plug
     transform = load_eval_transform(tmp_path / "exported")
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     x = transform(image)[None]
-    trained = torch.load(trained_run / CHECKPOINT, weights_only=True)["model"]
+    trained = torch.load(trained_run / CHECKPOINT, weights_only=True, map_location="cpu")["model"]
     weights = load_file(tmp_path / "exported" / "model.safetensors")
     assert all(torch.equal(weights[k], trained[f"encoder.{k}"]) for k in weights)
     with torch.no_grad():

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from toolkit import checkpoint, distributed
+from toolkit import checkpoint
 from toolkit.plugins import KINDS, PluginError, Plugins, UnknownComponentError, default_plugins
 from toolkit.recipe import RecipeError, load_and_resolve
 
@@ -182,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"training {recipe.name} for {trainer.total_steps} steps on {trainer.device}; run directory "
               f"{trainer.run_dir}", file=sys.stderr)
     trainer.fit()
-    distributed.shutdown()  # after success only: a failed process must not wait for the others
+    trainer.close()  # after success only: a failed process must not wait for the others
     if trainer.is_main:
         print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=sys.stderr)
     return 0

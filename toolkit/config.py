@@ -22,8 +22,13 @@ class TrainerConfig:
     allocation thresholds; both make CPU steps faster and their speed repeatable (see
     :mod:`toolkit.cpu` for the measurements). They change no result beyond float underflow.
     Under ``torchrun``, ``batch_size`` stays global (each process takes an equal share);
-    ``sync_batchnorm`` (CUDA only) computes batch-norm statistics over the global batch, and
-    ``find_unused_parameters`` is passed to DistributedDataParallel.
+    ``sync_batchnorm`` computes batch-norm statistics over the global batch (PyTorch's
+    SyncBatchNorm on CUDA, :class:`toolkit.sync_batchnorm.GlobalBatchNorm` elsewhere), and
+    ``find_unused_parameters`` is passed to DistributedDataParallel. ``channels_last`` stores
+    the model and every 4-D input in the NHWC layout that convolutions on tensor cores prefer;
+    ``compile`` compiles the encoder's forward with :func:`torch.compile` (its state dict, hence
+    checkpoints and exports, is unchanged). Both are for CUDA; ``benchmarks/README.md`` has
+    their measured effect.
     """
 
     batch_size: int = 256
@@ -40,6 +45,8 @@ class TrainerConfig:
     tune_malloc: bool = True
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass

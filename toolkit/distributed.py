@@ -2,7 +2,10 @@
 
 Under ``torchrun`` every process trains on its shard of each global batch. A loss that needs the
 whole batch (global negatives or positives) calls :func:`gather_with_grad` on its embeddings;
-everything else is plain DDP. On one process every function here is the identity.
+state every process must hold identically (MoCo's queue, a memory bank) is updated from
+:func:`all_gather`; a random draw that must agree across processes (a shuffle, sampled
+negatives) is made for the global batch and shared with :func:`broadcast_from_main`.
+Everything else is plain DDP. On one process every function here is the identity.
 """
 
 from __future__ import annotations
@@ -15,18 +18,25 @@ import torch.distributed as dist
 from torch import Tensor
 
 
-def init_from_environment() -> bool:
+def init_from_environment(device: str = "auto") -> bool:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1); False on one process.
 
-    NCCL when CUDA is available, gloo otherwise; each process uses GPU ``LOCAL_RANK``.
+    ``device`` is ``trainer.device``: NCCL when it means CUDA (``auto`` with a GPU present,
+    ``cuda``), each process on GPU ``LOCAL_RANK``; gloo otherwise (CPU processes, also on a GPU
+    machine with ``trainer.device=cpu``).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        on_gpus = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if on_gpus:
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise ValueError(f"process {local_rank} of this node has no GPU of its own ({gpus} visible): start at "
+                                 f"most {gpus} processes per node (--nproc), or train on CPU processes with "
+                                 f"trainer.device=cpu")
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if on_gpus else "gloo")
     return True
 
 
@@ -75,6 +85,35 @@ def gather_with_grad(x: Tensor, dim: int = 0) -> Tensor:
     return _GatherWithGrad.apply(x.contiguous(), dim)
 
 
+@torch.no_grad()
+def all_gather(x: Tensor, dim: int = 0) -> Tensor:
+    """Concatenate ``x`` from every process along ``dim``, in rank order, without gradient.
+
+    For tensors that update state every process must hold identically (keys entering a queue,
+    features entering a memory bank). Every process must pass the same shape.
+    """
+    if not is_distributed():
+        return x
+    sent = _on_backend_device(x.contiguous())
+    pieces = [torch.empty_like(sent) for _ in range(dist.get_world_size())]
+    dist.all_gather(pieces, sent)
+    return torch.cat(pieces, dim=dim).to(x.device)
+
+
+@torch.no_grad()
+def broadcast_from_main(x: Tensor) -> Tensor:
+    """Rank 0's ``x`` on every process.
+
+    For random draws that must agree across processes: every process draws for the global
+    batch (so one process draws exactly what a single-process run would) and keeps rank 0's.
+    """
+    if not is_distributed():
+        return x
+    shared = _on_backend_device(x.clone())
+    dist.broadcast(shared, src=0)
+    return shared.to(x.device)
+
+
 def all_gather_object(value: Any) -> list[Any]:
     """``value`` from every process, in rank order (``[value]`` on one process)."""
     if not is_distributed():
@@ -84,14 +123,20 @@ def all_gather_object(value: Any) -> list[Any]:
     return gathered
 
 
-def all_reduce_mean(value: float) -> float:
-    """The mean of a scalar over processes (the scalar itself on one process)."""
+def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
+    """The mean over processes of every value (the values themselves on one process). Every
+    process must pass the same keys."""
     if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64,
-                          device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        return values
+    keys = sorted(values)
+    tensor = _on_backend_device(torch.tensor([values[k] for k in keys], dtype=torch.float64))
     dist.all_reduce(tensor)
-    return float(tensor.item()) / world_size()
+    return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+
+
+def _on_backend_device(x: Tensor) -> Tensor:
+    """``x`` where the process group's backend can send it: CUDA for NCCL, as is for gloo."""
+    return x.cuda() if dist.get_backend() == "nccl" and not x.is_cuda else x
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -9,6 +9,7 @@ the last checkpoint stopped: weights, optimizer, schedule, random state and data
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from toolkit.interfaces import Augmentation, Batch, DataSource, Encoder, Objecti
 from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
 from toolkit.plugins import Plugins
 from toolkit.recipe import Recipe, build, call_factory, load_and_resolve
+from toolkit.sync_batchnorm import convert_sync_batchnorm
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
@@ -55,7 +57,7 @@ class Trainer:
     """Builds every component of a recipe and runs training, evaluation and export."""
 
     def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr) -> None:
-        distributed.init_from_environment()
+        distributed.init_from_environment(recipe.section("trainer")["device"])
         self.is_main = distributed.is_main()
         self.recipe, self.plugins, self.run_dir = recipe, plugins, Path(run_dir)
         self.log = log if self.is_main else open(os.devnull, "w")
@@ -80,6 +82,10 @@ class Trainer:
                           projector=projector, dataset_size=len(self.source), num_classes=self.source.num_classes,
                           total_steps=self.total_steps)
         self.model = SelfSupervisedModel(self.encoder, projector, objective).to(self.device)
+        if self.config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.config.compile:
+            self.encoder.compile()  # in place: parameter names, checkpoints and exports stay as they are
         self.parallel_model = self._wrap_for_processes(self.model)
         self.evaluators = [build(plugins, "evaluator", block) for block in self.eval_config.evaluators]
 
@@ -104,7 +110,7 @@ class Trainer:
     def from_recipe(cls, recipe: Recipe, plugins: Plugins, run_dir: Path | None = None, **kwargs: Any) -> Trainer:
         """A fresh run in ``run_dir`` (default ``trainer.output_dir`` or ``runs/<name>``)."""
         run_dir = Path(run_dir or recipe.section("trainer")["output_dir"] or Path("runs") / recipe.name)
-        distributed.init_from_environment()
+        distributed.init_from_environment(recipe.section("trainer")["device"])
         if (run_dir / CHECKPOINT).exists():
             raise FileExistsError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
                                   f"{run_dir}` or choose another directory (trainer.output_dir=...)")
@@ -145,9 +151,12 @@ class Trainer:
                 micro += 1
                 if micro < self.plan.micro_batches:
                     continue
-                loss = distributed.all_reduce_mean(torch.stack(losses).mean().item())
+                # the loss and metrics of the global batch: the mean over processes' equal shards
+                means = distributed.all_reduce_mean({**metric_sums, "loss": torch.stack(losses).mean().item()})
+                loss = means.pop("loss")
                 self._optimizer_step(loss)
-                metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], **metric_sums}
+                metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                metrics.update((key, means[key]) for key in metric_sums)
                 micro, losses, metric_sums = 0, [], {}
                 window_steps += 1
                 if self.step % self.config.log_every == 0 or self.step == self.total_steps:
@@ -264,10 +273,22 @@ class Trainer:
         distributed.barrier()
         return path
 
+    def close(self) -> None:
+        """After a successful run, on every process: free the DDP wrapper, which holds the
+        process group, while every peer is still there, then leave the group. (Left to
+        interpreter exit, a gloo group's teardown once waited forever for a peer that had
+        already gone.)"""
+        if self.parallel_model is not self.model:
+            self.parallel_model = self.model
+            gc.collect()
+        distributed.shutdown()
+
     def _forward_backward(self, batch: Batch, sync: bool) -> ObjectiveOutput:
         """Forward and backward of one micro-batch; gradients are synchronised across processes
         only on the last micro-batch of a step (``sync``)."""
         batch = self.augmentation.on_device(batch.to(self.device, non_blocking=True))
+        if self.config.channels_last:
+            batch.views = [_channels_last(view) for view in batch.views]
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
         no_sync = getattr(self.parallel_model, "no_sync", None)
@@ -281,10 +302,7 @@ class Trainer:
         if not distributed.is_distributed():
             return model
         if self.config.sync_batchnorm:
-            if self.device.type != "cuda":
-                raise ValueError("trainer.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run "
-                                 "on CPU); set it to false for CPU runs")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, self.device)
             self.model = model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(
@@ -361,6 +379,13 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def _channels_last(view: Any) -> Any:
+    """A 4-D tensor ``(N, C, H, W)`` in channels-last layout; anything else as it is."""
+    if isinstance(view, torch.Tensor) and view.dim() == 4:
+        return view.contiguous(memory_format=torch.channels_last)
+    return view
 
 
 def _seed_everything(seed: int) -> None:
