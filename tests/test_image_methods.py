@@ -13,7 +13,7 @@ from selfsup_image.augmentations import SimCLRAugmentation
 from selfsup_image.byol import BYOL
 from selfsup_image.encoders import ResNet18
 from selfsup_image.instdisc import InstDisc
-from selfsup_image.moco import MoCo, _in_groups
+from selfsup_image.moco import MoCo
 from selfsup_image.momentum import MomentumTarget, cosine_momentum, ema_update
 from selfsup_image.objectives import NTXent
 from selfsup_image.queue import KeyQueue
@@ -116,9 +116,17 @@ def test_moco_queue_is_clipped_to_the_data_set_size():
     assert len(MoCo(encoder, projector, dataset_size=300).queue) == 300
 
 
-def test_shuffled_groups_give_every_row_its_own_output_back():
-    x = torch.randn(10, 4)
-    assert torch.allclose(_in_groups(lambda t: t * 2, x, groups=3, shuffle=True), x * 2)
+def test_shuffle_bn_encodes_keys_in_shuffled_groups_and_returns_them_in_batch_order():
+    encoder, projector = tiny_networks()
+    objective = MoCo(encoder, projector, dataset_size=64, bn_groups=2)
+    x = two_view_batch(n=8).views[0]
+    torch.manual_seed(3)
+    order = torch.randperm(8)
+    torch.manual_seed(3)
+    keys = objective._global_keys(x)
+    for group in order.chunk(2):  # each key was normalised with the statistics of its shuffled group
+        assert torch.allclose(keys[group], objective.target(x[group]), atol=1e-5)
+    assert not torch.allclose(keys, objective.target(x), atol=1e-3)
 
 
 def test_moco_symmetric_loss_adds_both_directions_and_enqueues_both_keys():
@@ -271,3 +279,14 @@ def test_objective_conforms_to_the_interface(factory, params):
     encoder, projector = tiny_networks()
     check_objective(factory, params, two_view_batch(labels=torch.tensor([0, 1, 2, 0, 1, 2])), encoder, projector,
                     dataset_size=32, num_classes=3, total_steps=10)
+
+
+def test_moco_shuffle_bn_groups_must_split_evenly_over_processes(monkeypatch):
+    from toolkit import distributed
+
+    encoder, projector = tiny_networks()
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match=r"bn_groups \(4\) must be a multiple of the number of processes \(3\)"):
+        MoCo(encoder, projector, dataset_size=64, bn_groups=4)
+    MoCo(encoder, projector, dataset_size=64, bn_groups=6)
+    MoCo(encoder, projector, dataset_size=64, bn_groups=1)  # shuffle-BN off: any process count

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit import distributed
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
 
@@ -27,6 +28,10 @@ class InstDisc(Objective):
     ``bank_momentum`` ``m`` = 0.5. Every view of ``batch.views`` is a query for its item's entry
     (the paper uses one view; with more, the bank is updated with their mean). The bank is a
     buffer, so checkpoints hold it. Needs ``batch.index`` (dataset positions, ``(N,)``).
+
+    Under torchrun the ``K`` entries are drawn once, on rank 0, for every process, and the bank
+    is updated with the features of the global batch, so every process holds the same bank and
+    ``W`` processes train like one.
 
     >>> objective = InstDisc(projector, dataset_size=50000, num_negatives=4096)
     >>> loss, metrics = objective(batch, encoder, projector)
@@ -53,13 +58,15 @@ class InstDisc(Objective):
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
         features = embed_views(batch.views, encoder, projector)
         positives = self.bank.vectors[batch.index].clone()
-        sampled = torch.randint(len(self.bank), (self.num_negatives,), device=positives.device)
+        sampled = distributed.broadcast_from_main(
+            torch.randint(len(self.bank), (self.num_negatives,), device=positives.device))
         negatives = self.bank.vectors[sampled].clone()
         results = [info_nce(f, positives, self.temperature, negatives=negatives, in_batch=False) for f in features]
         loss = torch.stack([r[0] for r in results]).mean()
         accuracy = torch.stack([r[1] for r in results]).mean()
         mean_feature = torch.stack([F.normalize(f.detach().float(), dim=1) for f in features]).mean(dim=0)
-        self.bank.update(batch.index, mean_feature, self.bank_momentum)
+        index = distributed.all_gather(batch.index.to(mean_feature.device))
+        self.bank.update(index, distributed.all_gather(mean_feature), self.bank_momentum)
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy})
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolkit import distributed
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
 from toolkit.losses import info_nce
 
@@ -30,10 +29,18 @@ class MoCo(Objective):
     sum). After each optimizer step the target moves by EMA with ``momentum`` (0.999 for
     ImageNet, 0.99 for CIFAR-10), constant or cosine-increased to 1.
 
-    Shuffle-BN (MoCo section 3.3) is emulated on one process: queries and keys are encoded in
-    ``bn_groups`` chunks with separate batch-norm statistics, the keys after a random shuffle
-    of the batch, so that a query and its key never share statistics. ``bn_groups: 1`` encodes
-    each view in one pass (no shuffle-BN).
+    Shuffle-BN (MoCo section 3.3): the global batch is encoded in ``bn_groups`` chunks with
+    separate batch-norm statistics, queries in batch order and keys after a random shuffle of
+    the global batch (undone on the output), so that a query and its key never share
+    statistics. On one process the groups are chunks of one pass each; on ``W`` processes each
+    process encodes ``bn_groups / W`` of them (the paper's setting is one group per GPU,
+    ``bn_groups = W``): the key inputs are gathered, shuffled by one permutation drawn on rank
+    0, and the keys gathered back, as in the official code, so a run on ``W`` processes
+    matches one process with the same ``bn_groups``. ``bn_groups: 1`` turns shuffle-BN off
+    (each process then normalises its own shard, queries and keys alike).
+
+    Keys are enqueued for the whole global batch, in its order, so every process holds the
+    same queue.
 
     ``queue_size`` (65536 in the paper) is clipped to the data set's size. Views: ``(N, C, H, W)``
     each; the first two are used.
@@ -59,6 +66,11 @@ class MoCo(Objective):
             raise ValueError(f"objective.temperature must be positive, got {temperature}")
         if bn_groups < 1:
             raise ValueError(f"objective.bn_groups must be at least 1 (1 turns shuffle-BN off), got {bn_groups}")
+        processes = distributed.world_size()
+        if bn_groups > 1 and bn_groups % processes:
+            raise ValueError(f"objective.bn_groups ({bn_groups}) must be a multiple of the number of processes "
+                             f"({processes}): each process encodes an equal share of the batch-norm groups "
+                             f"(set bn_groups: {processes} for the paper's one group per process)")
         self.temperature, self.symmetric, self.bn_groups = temperature, symmetric, bn_groups
         self.target = MomentumTarget(encoder, projector, momentum, momentum_schedule)
         self.queue = KeyQueue(min(queue_size, dataset_size), projector.output_dim)
@@ -68,35 +80,43 @@ class MoCo(Objective):
         if len(batch.views) < 2:
             raise ValueError("moco needs 2 views per item; set augmentation.n_views: 2")
         x1, x2 = batch.views[0], batch.views[1]
+        local_groups = max(self.bn_groups // distributed.world_size(), 1)
+        mine = slice(distributed.rank() * len(batch), (distributed.rank() + 1) * len(batch))
 
         def online(x: Tensor) -> Tensor:
             return projector(pool(encoder(x)))
 
         negatives = self.queue.keys.clone()
-        q1 = _in_groups(online, x1, self.bn_groups, shuffle=False)
-        k2 = _in_groups(self.target, x2, self.bn_groups, shuffle=True)
-        loss, accuracy = info_nce(q1, k2, self.temperature, negatives=negatives, in_batch=False)
+        q1 = torch.cat([online(chunk) for chunk in x1.chunk(local_groups)])
+        k2 = self._global_keys(x2)
+        loss, accuracy = info_nce(q1, k2[mine], self.temperature, negatives=negatives, in_batch=False)
         keys = [k2]
         if self.symmetric:
-            q2 = _in_groups(online, x2, self.bn_groups, shuffle=False)
-            k1 = _in_groups(self.target, x1, self.bn_groups, shuffle=True)
-            loss_21, accuracy_21 = info_nce(q2, k1, self.temperature, negatives=negatives, in_batch=False)
+            q2 = torch.cat([online(chunk) for chunk in x2.chunk(local_groups)])
+            k1 = self._global_keys(x1)
+            loss_21, accuracy_21 = info_nce(q2, k1[mine], self.temperature, negatives=negatives, in_batch=False)
             loss, accuracy = loss + loss_21, (accuracy + accuracy_21) / 2
             keys.append(k1)
         self.queue.enqueue(F.normalize(torch.cat(keys).float(), dim=1))
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy, "momentum": float(self.target.momentum)})
 
     @torch.no_grad()
+    def _global_keys(self, x: Tensor) -> Tensor:
+        """Keys ``(W * N, D)`` of the global batch, in its order, from this process's ``x: (N, ...)``,
+        encoded by the momentum target in shuffled batch-norm groups (shuffle-BN)."""
+        if self.bn_groups == 1:
+            return distributed.all_gather(self.target(x))
+        inputs = distributed.all_gather(x)
+        if distributed.is_distributed() and len(inputs) % self.bn_groups:
+            raise ValueError(f"the global batch ({len(inputs)}) must be divisible by objective.bn_groups "
+                             f"({self.bn_groups}) under torchrun: change trainer.batch_size or bn_groups")
+        order = distributed.broadcast_from_main(torch.randperm(len(inputs), device=x.device))
+        groups = inputs[order].chunk(self.bn_groups)
+        share = self.bn_groups // distributed.world_size()
+        own = groups[distributed.rank() * share:(distributed.rank() + 1) * share]
+        keys = distributed.all_gather(torch.cat([self.target(group) for group in own]))
+        return keys[order.argsort()]
+
+    @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         self.target.update(*self._online, step, total_steps)
-
-
-def _in_groups(net: Callable[[Tensor], Tensor], x: Tensor, groups: int, shuffle: bool) -> Tensor:
-    """``net(x)`` computed in ``groups`` chunks (separate batch-norm statistics), optionally over a
-    random permutation of the batch that is undone on the output."""
-    if groups == 1:
-        return net(x)
-    if not shuffle:
-        return torch.cat([net(chunk) for chunk in x.chunk(groups)])
-    order = torch.randperm(x.shape[0], device=x.device)
-    return torch.cat([net(chunk) for chunk in x[order].chunk(groups)])[order.argsort()]

@@ -28,7 +28,8 @@ class CPC(Objective):
     anchors (see :func:`cpc_info_nce`). Negatives are other positions of any sequence of the
     batch gathered from every process (``negatives_from: batch``, CPC_audio's default) or of
     the anchor's own sequence (``same_sequence``); a target never serves as its own negative.
-    Indices are drawn from torch's CPU generator, which the engine seeds and checkpoints.
+    Indices are drawn for the global batch from torch's CPU generator (seeded and checkpointed
+    by the engine), on rank 0 under torchrun, so W processes draw what one process would.
 
     Needs an encoder with ``encode(x) -> z: (N, T, z_dim)`` and ``context(z) -> c: (N, T,
     output_dim)`` (``cpc-audio``, ``cpc-series``); the projector is not used (keep ``identity``).
@@ -68,8 +69,9 @@ class CPC(Objective):
             raise ValueError(f"the training windows give {steps} frames, but objective.prediction_steps is "
                              f"{len(self.predictors)}; lengthen augmentation.window or lower prediction_steps")
         pool = distributed.gather_with_grad(z, dim=0).reshape(-1, dim)
-        index = sample_negatives(n, steps, self.num_negatives, self.negatives_from, distributed.rank(),
-                                 distributed.world_size()).to(z.device)
+        mine = slice(distributed.rank() * n, (distributed.rank() + 1) * n)
+        index = sample_negatives(distributed.world_size() * n, steps, self.num_negatives, self.negatives_from)
+        index = distributed.broadcast_from_main(index.to(z.device))[mine]  # drawn for the global batch
         loss, accuracies = cpc_info_nce(c, z, pool, self.predictors, index)
         metrics: dict[str, Tensor | float] = {"cpc_acc": accuracies.mean()}
         metrics.update({f"cpc_acc_k{k + 1}": a for k, a in enumerate(accuracies)})
@@ -119,14 +121,16 @@ def _negative_scores(prediction: Tensor, pool: Tensor, chosen: Tensor) -> Tensor
     return torch.einsum("ntd,ntmd->ntm", prediction, negatives)
 
 
-def sample_negatives(n: int, steps: int, count: int, source: NegativesFrom, rank: int, world_size: int) -> Tensor:
-    """Indices ``(n, steps, count)`` into the gathered pool ``(world_size * n * steps, D)`` of
-    negatives for each target position of this process's ``n`` sequences, never the target
-    itself. Drawn from torch's default CPU generator (seeded and checkpointed by the engine)."""
-    own = (rank * n + torch.arange(n)[:, None]) * steps + torch.arange(steps)[None, :]
+def sample_negatives(n: int, steps: int, count: int, source: NegativesFrom) -> Tensor:
+    """Indices ``(n, steps, count)`` into the pool ``(n * steps, D)`` of ``n`` sequences' frames:
+    the negatives of each target position, never the target itself (``batch``: any frame of any
+    sequence; ``same_sequence``: another frame of its own). Drawn from torch's default CPU
+    generator (seeded and checkpointed by the engine); under torchrun, for the global batch, on
+    rank 0, so every process takes its rows of one draw."""
+    own = torch.arange(n)[:, None] * steps + torch.arange(steps)[None, :]
     if source == "batch":
-        drawn = torch.randint(0, world_size * n * steps - 1, (n, steps, count))
+        drawn = torch.randint(0, n * steps - 1, (n, steps, count))
         return drawn + (drawn >= own[..., None]).long()
     drawn = torch.randint(0, steps - 1, (n, steps, count))
     drawn = drawn + (drawn >= torch.arange(steps)[None, :, None]).long()
-    return (rank * n + torch.arange(n)[:, None, None]) * steps + drawn
+    return torch.arange(n)[:, None, None] * steps + drawn

@@ -46,9 +46,10 @@ class GaussianNoise(Augmentation):
 
 
 class MLPEncoder(Encoder):
-    def __init__(self, input_dim: int = 8, width: int = 16) -> None:
+    def __init__(self, input_dim: int = 8, width: int = 16, batch_norm: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_dim, width), nn.ReLU(), nn.Linear(width, width))
+        norm = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.net = nn.Sequential(nn.Linear(input_dim, width), norm, nn.ReLU(), nn.Linear(width, width))
         self.output_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
