@@ -228,6 +228,21 @@ def test_optimizers_and_bf16_autocast_train(tiny_recipe, plugins, tmp_path, over
     assert trainer.step == 2 and all(math.isfinite(r["loss"]) for r in records)
 
 
+def test_channels_last_trains_like_the_default_layout_and_exports_the_same_keys(tiny_recipe, plugins, tmp_path):
+    losses, states = [], []
+    for layout in ("false", "true"):
+        trainer = make_trainer(tiny_recipe, plugins, tmp_path / layout, f"trainer.channels_last={layout}",
+                               "schedule.max_steps=2")
+        trainer.fit()
+        records = (tmp_path / layout / "metrics.jsonl").read_text().splitlines()
+        losses.append([json.loads(line)["loss"] for line in records])
+        states.append(trainer.model.state_dict())
+    conv = trainer.model.encoder.net.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)  # the same arithmetic in another memory order
+    assert states[0].keys() == states[1].keys()
+
+
 def test_select_best_keeps_the_encoder_of_the_best_evaluation(tiny_recipe, plugins, tmp_path):
     recipe = load_and_resolve(tiny_recipe, ["eval.at_start=true", "eval.every_epochs=1", "schedule.epochs=3",
                                             "eval.select_best={metric: knn_top1, mode: max}"], plugins)
