@@ -1,6 +1,7 @@
 """The video plugin through the engine and the `selfsup` command: recipes validate, a killed run
-resumes exactly, frame and clip encoders train on data the tests write, and the tiny recipe runs
-end to end (on DAVIS where ``../shared`` is present)."""
+resumes exactly, two processes give the global batch's loss and gradients, frame and clip
+encoders train on data the tests write, and the tiny recipe runs end to end (on DAVIS where
+``../shared`` is present)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
+from selfsup_video.objectives import TemporalContrast
 from selfsup_video.videoio import write_video
 from toolkit import load_encoder, load_eval_transform
 from toolkit.cli import main
 from toolkit.engine import Trainer
+from toolkit.interfaces import Batch
+from toolkit.projectors import IdentityProjector
 from toolkit.recipe import load_and_resolve
 
 from conftest import RECIPES, needs_shared_data
 from test_engine import assert_same_state, kill_at
-from test_video_plugin import write_frame_arrays
+from test_video_plugin import LinearEncoder, write_frame_arrays
 
 TINY = RECIPES / "tiny" / "temporal.yaml"
 QUIET = ["eval.evaluators=[]", "trainer.log_every=100"]
@@ -60,6 +66,44 @@ def test_a_killed_temporal_run_resumes_exactly(plugins, tmp_path, tcn):
     resumed.fit()
     assert straight.step == resumed.step == 6
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def loss_and_gradients(views: list[torch.Tensor], tcn_weight: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The temporal-contrast loss of this process's share of ``views`` and the encoder's gradients,
+    averaged over processes as DDP averages them."""
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+    torch.manual_seed(0)
+    encoder = LinearEncoder()
+    share = [v.chunk(world)[rank] for v in views]
+    batch = Batch(views=share, index=torch.arange(len(share[0])))
+    loss = TemporalContrast(0.2, tcn_weight)(batch, encoder, IdentityProjector(input_dim=5)).loss
+    loss.backward()
+    gradients = [p.grad for p in encoder.parameters()]
+    if world > 1:
+        for gradient in gradients:
+            dist.all_reduce(gradient)
+            gradient /= world
+    return loss.detach(), gradients
+
+
+def two_process_worker(rank: int, init_file: str, views: list[torch.Tensor], tcn_weight: float, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        result = loss_and_gradients(views, tcn_weight)
+        if rank == 0:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("tcn_weight", [0.0, 0.5])
+def test_two_processes_give_the_loss_and_gradients_of_the_global_batch(tmp_path, tcn_weight):
+    views = [torch.randn(8, 12, generator=torch.Generator().manual_seed(v)) for v in range(3 if tcn_weight else 2)]
+    mp.spawn(two_process_worker, args=(str(tmp_path / "init"), views, tcn_weight, str(tmp_path / "out.pt")), nprocs=2)
+    two_loss, two_gradients = torch.load(tmp_path / "out.pt")
+    one_loss, one_gradients = loss_and_gradients(views, tcn_weight)
+    assert torch.allclose(one_loss, two_loss, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(one_gradients, two_gradients))
 
 
 def test_a_clip_encoder_trains_on_video_files_and_is_evaluated_on_clips(plugins, tmp_path):
