@@ -131,7 +131,8 @@ class Plugins:
         names = []
         for path in paths:
             if not path.exists():
-                raise PluginError(f"plugin path {path} does not exist")
+                raise PluginError(f"plugin path {path} does not exist; give a .py file or a folder of them "
+                                  f"(relative paths in a recipe's plugins: list start at the recipe's folder)")
             files = sorted(f for f in path.glob("*.py") if not f.name.startswith("_")) if path.is_dir() else [path]
             for file in files:
                 name = f"local:{file.stem}"
@@ -263,7 +264,7 @@ def _import_file(file: Path) -> ModuleType:
     module_name = f"selfsup_local_{file.stem}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
-        raise PluginError(f"plugin file {file} cannot be imported (is it a .py file?)")
+        raise PluginError(f"plugin file {file} cannot be imported; a local plugin must be a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

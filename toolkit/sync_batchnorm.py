@@ -36,7 +36,8 @@ class GlobalBatchNorm(_BatchNorm):
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
-            raise ValueError(f"expected an input of shape (N, C, ...), got {tuple(input.shape)}")
+            raise ValueError(f"batch norm expects an input of shape (N, C, ...), got {tuple(input.shape)}: the layer "
+                             f"before it must keep the batch dimension")
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)

@@ -78,7 +78,8 @@ class JpegNpz(DataSource):
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB)
         except RuntimeError as error:
-            raise ValueError(f"{self.path}: image {index} of split {self.split!r} is not a valid JPEG ({error})") from None
+            raise ValueError(f"{self.path}: image {index} of split {self.split!r} is not a valid JPEG ({error}); "
+                             f"re-create the file from its source") from None
 
 
 class ImageFolder(DataSource):

@@ -50,7 +50,7 @@ class ResNetEncoder(Encoder):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         if weights is not None:
-            _load_torchvision_weights(self.net, weights)
+            load_torchvision_weights(self.net, weights, "ResNet")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net((x - self.mean) / self.std)
@@ -88,16 +88,19 @@ def _rebuild(net: ResNet, block: type, layers: list[int], width: int, stem: str,
             nn.init.zeros_(module.bias)
 
 
-def _load_torchvision_weights(net: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision ResNet state dict file)")
+def load_torchvision_weights(net: nn.Module, path: Path, name: str) -> None:
+    """Load a torchvision state dict file into ``net`` (its ``fc`` classifier is dropped), with
+    errors that say which file does not match ``name`` and why."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"encoder.weights: {path} does not match this ResNet; check depth, width and stem "
+        raise ValueError(f"encoder.weights: {path} does not match this {name}; check depth, width and stem "
                          f"({str(error).splitlines()[1].strip()})") from None
     if missing or unexpected:
-        raise ValueError(f"encoder.weights: {path} does not match this ResNet (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); check depth, width and stem")
+        raise ValueError(f"encoder.weights: {path} does not match this {name} (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); use a torchvision {name} state dict of the same "
+                         f"depth, width and stem")

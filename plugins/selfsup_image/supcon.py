@@ -22,8 +22,9 @@ class SupCon(Objective):
     (:func:`toolkit.losses.supervised_nt_xent`). With all labels distinct it is SimCLR's NT-Xent.
     Labels come from the data source (``batch.labels: (N,)``); any ``V >= 1`` works, including
     multi-crop. Under torchrun the embeddings and labels of every process are gathered, so the
-    positives and negatives are those of the global batch. The paper uses ``temperature`` 0.1 on CIFAR (0.07 on ImageNet). The second stage
-    (a linear classifier on the frozen encoder) is the recipe's ``linear-probe`` evaluator.
+    positives and negatives are those of the global batch. The paper uses ``temperature`` 0.1 on
+    CIFAR (0.07 on ImageNet). The second stage (a linear classifier on the frozen encoder) is the
+    recipe's ``linear-probe`` evaluator.
 
     >>> objective = SupCon(temperature=0.1)
     >>> loss, metrics = objective(batch, encoder, projector)   # batch.labels required

@@ -17,7 +17,7 @@ from torchvision.models.video.resnet import (
     VideoResNet,
 )
 
-from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50
+from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50, load_torchvision_weights
 from toolkit.interfaces import Encoder
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -86,7 +86,7 @@ class ClipResNet(Encoder):
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
         if weights is not None:
-            _load_weights(self.net, weights, self.name)
+            load_torchvision_weights(self.net, weights, self.name)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[1] != 3:
@@ -149,18 +149,3 @@ def _video_resnet(conv: type[nn.Module], stem: Callable[[int], nn.Module], width
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return net
-
-
-def _load_weights(net: nn.Module, path: Path, name: str) -> None:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"encoder.weights: {path} does not match {name} at this width "
-                         f"({str(error).splitlines()[1].strip()})") from None
-    if missing or unexpected:
-        raise ValueError(f"encoder.weights: {path} does not match {name} (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}); use a torchvision {name} state dict")
