@@ -8,11 +8,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from toolkit import checkpoint
-from toolkit.plugins import KINDS, PluginError, Plugins, UnknownComponentError, default_plugins
-from toolkit.recipe import RecipeError, load_and_resolve
+if TYPE_CHECKING:  # the commands import what they use, so that `selfsup --help` imports no torch
+    from toolkit.plugins import Plugins
 
 DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
 
@@ -28,17 +27,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_torchrun(args, argv)
     try:
         return args.handler(args)
-    except (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError, ValueError,
-            KeyError) as error:
-        if os.environ.get("SELFSUP_TRACEBACK"):
+    except Exception as error:
+        status = _exit_status(error)
+        if status is None or os.environ.get("SELFSUP_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)
+        return status
+
+
+def _exit_status(error: Exception) -> int | None:
+    """2 for bad input (recipe, plugin, file), 1 for run-time failures, None to show a traceback."""
+    from toolkit.plugins import PluginError, UnknownComponentError
+    from toolkit.recipe import RecipeError
+
+    if isinstance(error, (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError,
+                          ValueError, KeyError)):
         return 2
-    except RuntimeError as error:  # TrainingDiverged and other run-time failures
-        if os.environ.get("SELFSUP_TRACEBACK"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
+    if isinstance(error, RuntimeError):  # TrainingDiverged and other run-time failures
         return 1
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from toolkit.plugins import KINDS
+
     plugins = _loaded(args)
     everything = sorted(plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
     shown = [i for i in everything if args.all or not i.builtin or i.error]
@@ -155,11 +164,15 @@ def _launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _recipe_show(args: argparse.Namespace) -> int:
+    from toolkit.recipe import load_and_resolve
+
     print(load_and_resolve(args.recipe, args.overrides, _loaded(args)).to_yaml(), end="")
     return 0
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
+    from toolkit.recipe import load_and_resolve
+
     recipe = load_and_resolve(args.recipe, args.overrides, _loaded(args))
     print(f"{args.recipe}: valid ({recipe.name})")
     return 0
@@ -167,6 +180,7 @@ def _recipe_validate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from toolkit.engine import Trainer
+    from toolkit.recipe import load_and_resolve
 
     plugins = _loaded(args)
     if args.resume:
@@ -204,6 +218,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _loaded(args: argparse.Namespace) -> Plugins:
     """The installed plugins plus those of ``--plugins-dir``."""
+    from toolkit.plugins import default_plugins
+
     plugins = default_plugins()
     plugins.add_local(args.plugins_dir)
     return plugins
@@ -211,7 +227,9 @@ def _loaded(args: argparse.Namespace) -> Plugins:
 
 def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins):  # noqa: ANN202
     """A trainer holding the run's last checkpoint, for evaluation or export."""
+    from toolkit import checkpoint
     from toolkit.engine import CHECKPOINT, Trainer
+    from toolkit.recipe import load_and_resolve
 
     recipe = load_and_resolve(run_dir / "recipe.yaml", overrides, plugins)
     if not recipe.section("eval")["evaluators"]:

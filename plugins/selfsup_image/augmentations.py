@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
 from toolkit.interfaces import Augmentation
+
+if TYPE_CHECKING:  # torchvision is imported when an augmentation is built, not when the plugin registers
+    from torchvision.transforms import v2
 
 
 class SimCLRAugmentation(Augmentation):
@@ -71,6 +75,8 @@ def crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitt
     Leading dimensions share one draw of every random parameter (torchvision v2 treats them as a
     batch), so a clip ``(T, C, H, W)`` gets the same crop and colours in every frame.
     """
+    from torchvision.transforms import v2
+
     s = strength
     blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
     return v2.Compose([
@@ -85,6 +91,8 @@ def crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitt
 
 def resize_and_centre_crop(size: int, eval_crop_fraction: float) -> v2.Compose:
     """The evaluation twin: short side to ``size / eval_crop_fraction``, centre ``size x size``, float in ``[0, 1]``."""
+    from torchvision.transforms import v2
+
     return v2.Compose([
         v2.Resize(round(size / eval_crop_fraction), antialias=True),
         v2.CenterCrop(size),

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from toolkit.data import subset_indices
 from toolkit.interfaces import DataSource
@@ -75,6 +74,8 @@ class JpegNpz(DataSource):
 
     def __getitem__(self, index: int) -> Tensor:
         data = self.bytes[int(self.starts[index]):int(self.ends[index])]
+        from torchvision.io import ImageReadMode, decode_jpeg
+
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB)
         except RuntimeError as error:
@@ -109,6 +110,8 @@ class ImageFolder(DataSource):
 
     def __getitem__(self, index: int) -> Tensor:
         path = self.files[index]
+        from torchvision.io import ImageReadMode, decode_image
+
         try:
             return decode_image(str(path), mode=ImageReadMode.RGB)
         except RuntimeError as error:

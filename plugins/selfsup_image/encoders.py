@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from toolkit.interfaces import Encoder
 
+if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
+    from torchvision.models.resnet import ResNet
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_LAYOUTS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
+_LAYOUTS = {18: ("BasicBlock", [2, 2, 2, 2]), 34: ("BasicBlock", [3, 4, 6, 3]), 50: ("Bottleneck", [3, 4, 6, 3])}
 
 class ResNetEncoder(Encoder):
     """torchvision's ResNet (He et al. 2016) without its classifier: ``x (N, C, H, W) -> h (N, D)``.
@@ -40,8 +44,11 @@ class ResNetEncoder(Encoder):
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
             raise ValueError(f"encoder.mean and encoder.std need {in_channels} values (one per input channel)")
-        block, layers = _LAYOUTS[self.depth]
-        net = ResNet(block, layers)
+        from torchvision.models import resnet
+
+        block_name, layers = _LAYOUTS[self.depth]
+        block = getattr(resnet, block_name)
+        net = resnet.ResNet(block, layers)
         if width != 64 or stem == "cifar" or in_channels != 3:
             _rebuild(net, block, layers, width, stem, in_channels)
         net.fc = nn.Identity()

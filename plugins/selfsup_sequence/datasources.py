@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
+import torchaudio.functional as AF  # light (40 ms), and a broken torchaudio build then fails the plugin's load
 from torch import Tensor
 
 from selfsup_sequence.tsfile import read_ts

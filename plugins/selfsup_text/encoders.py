@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from torch import Tensor
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from selfsup_text.export import save_pretrained
 from toolkit.interfaces import Encoder
+
+if TYPE_CHECKING:  # transformers is imported when an encoder is built, not when the plugin registers
+    from transformers import PreTrainedTokenizerBase
 
 Pooling = Literal["cls", "cls_before_pooler", "mean"]
 PACKAGE_PREFIX = "pkg:"
@@ -56,6 +58,8 @@ class HFTransformerEncoder(Encoder):
         super().__init__()
         if max_length < 2:
             raise ValueError(f"encoder.max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
         self.source = resolve_model(model)
         self.pooling, self.max_length = pooling, max_length
         self.tokenizer: PreTrainedTokenizerBase = _load(AutoTokenizer.from_pretrained, self.source, model)

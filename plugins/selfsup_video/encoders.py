@@ -4,21 +4,16 @@ clip networks. Every one returns one vector per sample, ``(N, D)``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.video.resnet import (
-    BasicBlock,
-    BasicStem,
-    Conv2Plus1D,
-    Conv3DSimple,
-    R2Plus1dStem,
-    VideoResNet,
-)
 
 from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50, load_torchvision_weights
 from toolkit.interfaces import Encoder
+
+if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
+    from torchvision.models.video.resnet import VideoResNet
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -72,7 +67,8 @@ class ClipResNet(Encoder):
     ``D = 512``; ``D = 8 * width``): smaller widths make CPU and test models.
     """
 
-    conv: type[nn.Module]
+    conv: str
+    """The name of the torchvision ``VideoResNet`` convolution builder."""
     stem: Callable[[int], nn.Module]
     name: str
 
@@ -100,12 +96,14 @@ class R2Plus1D18(ClipResNet):
     Recognition"): every 3-D convolution factorised into a spatial ``1 x 3 x 3`` and a temporal
     ``3 x 1 x 1`` one. 31.3 M parameters at width 64."""
 
-    conv = Conv2Plus1D
+    conv = "Conv2Plus1D"
     name = "r2plus1d-18"
 
     @staticmethod
     def stem(width: int) -> nn.Module:
         if width == 64:
+            from torchvision.models.video.resnet import R2Plus1dStem
+
             return R2Plus1dStem()
         middle = max(1, 45 * width // 64)  # torchvision's 45 channels, scaled
         return nn.Sequential(
@@ -120,12 +118,14 @@ class R3D18(ClipResNet):
     """R3D-18 (Tran et al. 2018; Hara et al. 2018): ResNet-18 with full ``3 x 3 x 3`` convolutions.
     33.2 M parameters at width 64."""
 
-    conv = Conv3DSimple
+    conv = "Conv3DSimple"
     name = "r3d-18"
 
     @staticmethod
     def stem(width: int) -> nn.Module:
         if width == 64:
+            from torchvision.models.video.resnet import BasicStem
+
             return BasicStem()
         return nn.Sequential(
             nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
@@ -133,8 +133,12 @@ class R3D18(ClipResNet):
         )
 
 
-def _video_resnet(conv: type[nn.Module], stem: Callable[[int], nn.Module], width: int) -> VideoResNet:
+def _video_resnet(conv_name: str, stem: Callable[[int], nn.Module], width: int) -> VideoResNet:
     """torchvision's 18-layer ``VideoResNet`` with stage widths ``width * (1, 2, 4, 8)``."""
+    from torchvision.models.video.resnet import BasicBlock, VideoResNet
+    from torchvision.models.video import resnet
+
+    conv = getattr(resnet, conv_name)
     net = VideoResNet(BasicBlock, [conv] * 4, [2, 2, 2, 2], lambda: stem(64))
     if width == 64:
         return net

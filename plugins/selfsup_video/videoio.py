@@ -20,10 +20,12 @@ import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import av
 import numpy as np
+
+if TYPE_CHECKING:  # PyAV is imported when a video is read or written, not when the plugin registers
+    import av
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
@@ -66,6 +68,8 @@ def probe(path: Path) -> VideoIndex:
 def read_frames(index: VideoIndex, frames: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
     """Frames ``frames`` (indices into ``index.pts``, at least one, any order, repeats allowed) as uint8 RGB
     ``(len(frames), H, W, 3)``; ``size = (height, width)`` rescales while converting (area filter)."""
+    import av
+
     wanted = sorted(set(frames))
     if wanted and not 0 <= wanted[0] <= wanted[-1] < index.num_frames:
         raise IndexError(f"{index.path}: frames {wanted[0]}..{wanted[-1]} asked for, the video has {index.num_frames}")
@@ -101,6 +105,8 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str | None = 
     ``codec`` defaults by extension (:data:`CODECS`); ``options`` are encoder options, e.g.
     ``{"g": "12"}`` for a keyframe every 12 frames or ``{"crf": "18"}`` for x264 quality.
     """
+    import av
+
     path = Path(path)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_video: frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -118,6 +124,8 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str | None = 
 
 @functools.lru_cache(maxsize=None)
 def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
+    import av
+
     with _open(path) as container:
         if not container.streams.video:
             raise ValueError(f"{path}: the file has no video stream; remove it from the video folder")
@@ -149,6 +157,8 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
 
 
 def _open(path: str) -> av.container.InputContainer:
+    import av
+
     try:
         return av.open(path, "r")
     except av.FFmpegError as error:

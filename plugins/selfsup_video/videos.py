@@ -23,8 +23,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
 
 from selfsup_video.videoio import VideoIndex, read_frames
 
@@ -125,10 +123,16 @@ def _short_side_size(height: int, width: int, short_side: int | None) -> tuple[i
 
 def _resize_short_side(frames: Tensor, short_side: int | None) -> Tensor:
     size = _short_side_size(frames.shape[-2], frames.shape[-1], short_side)
-    return frames if size is None else TF.resize(frames, list(size), antialias=True)
+    if size is None:
+        return frames
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(frames, list(size), antialias=True)
 
 
 def _decode(path: Path) -> Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
     try:
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except RuntimeError as error:
