@@ -325,11 +325,11 @@ def test_error_in_a_base_names_the_base_file_and_its_line(tmp_path, plugins):
 def test_wrong_type_says_the_expected_type(tmp_path, plugins):
     recipe = write(tmp_path / "recipe.yaml", MINIMAL + "trainer: {batch_size: many}\n")
     message = resolve_error(recipe, plugins)
-    assert f"{recipe.resolve()}:6: trainer.batch_size: expected int, got str 'many'" in message
+    assert f"{recipe.resolve()}:6: trainer.batch_size: expected int (>= 1), got str 'many'" in message
 
 
 def test_a_bool_is_not_accepted_for_an_int_parameter(minimal, plugins):
-    assert "trainer.seed: expected int, got bool True" in resolve_error(minimal, plugins, ["trainer.seed=true"])
+    assert "trainer.seed: expected int (>= 0 and < 9223372036854775808), got bool True" in resolve_error(minimal, plugins, ["trainer.seed=true"])
 
 
 def test_unknown_component_lists_close_matches(tmp_path, plugins):

@@ -1,13 +1,22 @@
 """The engine's own recipe sections: ``trainer``, ``schedule`` and ``eval``.
 
-Each is a dataclass whose fields are the section's schema, validated like a component factory.
+Each is a dataclass whose fields are the section's schema, validated like a component factory;
+limits are in the annotations, and checks across fields in ``__post_init__`` (raising
+:class:`~toolkit.schema.SchemaError` with the key to blame), so ``selfsup recipe validate`` runs them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Interval
+
+from toolkit.schema import SchemaError
+
+Positive = Annotated[int, Ge(1)]
+NonNegative = Annotated[int, Ge(0)]
 
 
 @dataclass
@@ -31,15 +40,15 @@ class TrainerConfig:
     their measured effect.
     """
 
-    batch_size: int = 256
-    accumulate_grad_batches: int = 1
-    clip_grad_norm: float | None = None
+    batch_size: Positive = 256
+    accumulate_grad_batches: Positive = 1
+    clip_grad_norm: Annotated[float, Gt(0)] | None = None
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
-    seed: int = 0
-    num_workers: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 500
+    seed: Annotated[int, Interval(ge=0, lt=2**63)] = 0
+    num_workers: NonNegative = 0
+    log_every: Positive = 10
+    checkpoint_every: Positive = 500
     output_dir: Path | None = None
     flush_denormal: bool = True
     tune_malloc: bool = True
@@ -47,6 +56,11 @@ class TrainerConfig:
     find_unused_parameters: bool = False
     channels_last: bool = False
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.accumulate_grad_batches:
+            raise SchemaError("accumulate_grad_batches", f"must divide batch_size ({self.batch_size}) into equal "
+                              f"micro-batches, got {self.accumulate_grad_batches}")
 
 
 @dataclass
@@ -58,11 +72,11 @@ class ScheduleConfig:
     number of optimizer steps (handy for smoke tests) without changing the epoch length.
     """
 
-    epochs: int = 100
-    max_steps: int | None = None
-    warmup_epochs: float = 0.0
-    warmup_steps: int | None = None
-    min_lr_ratio: float = 0.0
+    epochs: Positive = 100
+    max_steps: Positive | None = None
+    warmup_epochs: Annotated[float, Ge(0)] = 0.0
+    warmup_steps: NonNegative | None = None
+    min_lr_ratio: Annotated[float, Interval(ge=0, le=1)] = 0.0
 
 
 @dataclass
@@ -89,10 +103,10 @@ class EvalConfig:
     """
 
     evaluators: list[dict[str, Any]] = field(default_factory=list)
-    every_epochs: int = 0
-    every_steps: int = 0
+    every_epochs: NonNegative = 0
+    every_steps: NonNegative = 0
     at_start: bool = False
     train_data: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
     test_data: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
-    batch_size: int = 256
+    batch_size: Positive = 256
     select_best: dict[str, str] | None = None

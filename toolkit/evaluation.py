@@ -8,9 +8,10 @@ mode, pooled to one vector per item.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import torch
+from annotated_types import Ge, Gt
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,7 +26,7 @@ class KNNEvaluator(Evaluator):
     Reports ``knn_top1`` (and ``knn_top5`` when there are more than 5 classes).
     """
 
-    def __init__(self, k: int = 200, temperature: float = 0.07) -> None:
+    def __init__(self, k: Annotated[int, Ge(1)] = 200, temperature: Annotated[float, Gt(0)] = 0.07) -> None:
         self.k, self.temperature = k, temperature
 
     def evaluate(self, context: EvalContext) -> dict[str, float]:
@@ -45,7 +46,7 @@ class LinearProbeEvaluator(Evaluator):
     L-BFGS (deterministic, no learning rate to tune). Reports ``linear_top1``.
     """
 
-    def __init__(self, weight_decay: float = 1e-4, max_iter: int = 200) -> None:
+    def __init__(self, weight_decay: Annotated[float, Ge(0)] = 1e-4, max_iter: Annotated[int, Ge(1)] = 200) -> None:
         self.weight_decay, self.max_iter = weight_decay, max_iter
 
     def evaluate(self, context: EvalContext) -> dict[str, float]:

@@ -8,30 +8,42 @@ decay (and, for LARS, no layer-wise adaptation), as in SimCLR and BYOL.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Annotated, Callable, Iterable
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
+
+LearningRate = Annotated[float, Gt(0)]
+Momentum = Annotated[float, Interval(ge=0, le=1)]
+WeightDecay = Annotated[float, Ge(0)]
 
 
 def sgd(
-    params: list[dict], lr: float = 0.03, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False
+    params: list[dict],
+    lr: LearningRate = 0.03,
+    momentum: Momentum = 0.9,
+    weight_decay: WeightDecay = 5e-4,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
 def adamw(
-    params: list[dict], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.05
+    params: list[dict],
+    lr: LearningRate = 1e-3,
+    betas: tuple[Annotated[float, Interval(ge=0, lt=1)], Annotated[float, Interval(ge=0, lt=1)]] = (0.9, 0.999),
+    weight_decay: WeightDecay = 0.05,
 ) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 def lars(
     params: list[dict],
-    lr: float = 0.3,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-6,
-    trust_coefficient: float = 0.001,
+    lr: LearningRate = 0.3,
+    momentum: Momentum = 0.9,
+    weight_decay: WeightDecay = 1e-6,
+    trust_coefficient: Annotated[float, Gt(0)] = 0.001,
 ) -> torch.optim.Optimizer:
     return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient)
 

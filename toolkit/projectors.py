@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from toolkit.interfaces import Projector
@@ -30,15 +33,13 @@ class MLPProjector(Projector):
     def __init__(
         self,
         input_dim: int,
-        hidden_dim: int = 2048,
-        output_dim: int = 128,
-        layers: int = 2,
+        hidden_dim: Annotated[int, Ge(1)] = 2048,
+        output_dim: Annotated[int, Ge(1)] = 128,
+        layers: Annotated[int, Ge(1)] = 2,
         batch_norm: bool = True,
         output_batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"projector.layers must be at least 1, got {layers}")
         blocks: list[nn.Module] = []
         width = input_dim
         for _ in range(layers - 1):

@@ -43,8 +43,34 @@ DEFAULT_PROJECTOR = {"name": "identity"}
 KeyPath = tuple[Any, ...]
 
 
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """Valid YAML that a recipe may not use."""
+
+
 class RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2), not as a string, and
+    refuses what would make a recipe mean something other than it reads: a key given twice in
+    one mapping (YAML would keep the last silently) and aliases (``*name``: besides hiding
+    where a value comes from, nested aliases expand exponentially, the "billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _RefusedYAML(
+                None, None, f"aliases (*{event.anchor}) are not allowed in recipes; repeat the value or share it "
+                            f"through `extends:`", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in first_line:
+                raise _RefusedYAML(
+                    None, None, f"key {key!r} is given twice in one mapping (first at line {first_line[key]}); "
+                                f"keep one", key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 RecipeLoader.add_implicit_resolver(
@@ -213,7 +239,12 @@ def _resolve_block(
 def _resolve_config(document: RecipeDocument, key_path: KeyPath, block: Any, config_type: type) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise document.error(key_path, f"expected a mapping, got {block!r}")
-    return _validate(document, key_path, block, schema.fields_of(config_type))
+    resolved = _validate(document, key_path, block, schema.fields_of(config_type))
+    try:
+        config_type(**resolved)  # checks across fields, in the dataclass's __post_init__
+    except schema.SchemaError as error:
+        raise document.error(key_path + (error.key,), error.message) from None
+    return resolved
 
 
 def _resolve_eval(
@@ -294,7 +325,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Origin]]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(error, 'problem', error)}") from None
+        what = "" if isinstance(error, _RefusedYAML) else "not valid YAML: "
+        raise RecipeError(f"{path}{line}: {what}{getattr(error, 'problem', error)}") from None
     if values is None:
         return {}, {}
     if not isinstance(values, dict):

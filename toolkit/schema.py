@@ -5,6 +5,14 @@ a config dataclass) before anything heavy runs: unknown keys get close matches, 
 the expected type, missing required keys are named. Supported annotations: ``bool``, ``int``,
 ``float``, ``str``, ``pathlib.Path``, ``None``, ``Any``, ``Literal[...]``, unions,
 ``list[T]``, ``tuple[T, ...]``/``tuple[T1, T2]`` and ``dict[str, T]``.
+
+Ranges are part of the signature: ``Annotated[int, Ge(1)]``, ``Annotated[float, Interval(ge=0,
+le=1)]``, ``Annotated[tuple[float, float], ASCENDING]`` with the constraints of the
+``annotated-types`` package (``Gt``, ``Ge``, ``Lt``, ``Le``, ``Interval``, ``MinLen``, ``MaxLen``,
+``Predicate``), so ``selfsup recipe validate`` rejects ``batch_size: 0`` with the recipe key
+before anything runs::
+
+    def __init__(self, temperature: Annotated[float, Gt(0)] = 0.1, k: Annotated[int, Ge(1)] = 200): ...
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import inspect
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
+import annotated_types
 import torch
 
 EMPTY = inspect.Parameter.empty
@@ -48,7 +57,7 @@ def fields_of(factory: Callable[..., Any], injected: frozenset[str] = frozenset(
     if target in _PARAMETERLESS:  # a class that inherits nn.Module's or object's constructor
         return {}
     signature = inspect.signature(target)
-    hints = typing.get_type_hints(target)
+    hints = typing.get_type_hints(target, include_extras=True)
     result: dict[str, Field] = {}
     for name, parameter in signature.parameters.items():
         if name == "self" or name in injected:
@@ -87,7 +96,10 @@ def validate(block: dict[str, Any], fields: dict[str, Field]) -> dict[str, Any]:
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` as ``annotation`` (int -> float, str -> Path, list -> tuple) or raise."""
-    result = _coerce(value, annotation)
+    try:
+        result = _coerce(value, annotation)
+    except _OutOfRange as error:
+        raise SchemaError(key, f"{error} (got {value!r})") from None
     if result is _MISMATCH:
         raise SchemaError(key, f"expected {describe(annotation)}, got {type(value).__name__} {value!r}")
     return result
@@ -98,6 +110,9 @@ def describe(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any:
         return "any value"
+    if origin is Annotated:
+        limits = [_describe_constraint(c) for c in annotation.__metadata__]
+        return " ".join([describe(args[0]), *(f"({limit})" for limit in limits if limit)])
     if annotation is type(None) or annotation is None:
         return "null"
     if origin is Literal:
@@ -123,14 +138,61 @@ def is_path(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (Union, types.UnionType) and Path in typing.get_args(annotation)
 
 
+def _ascending(values: Any) -> bool:
+    return all(a <= b for a, b in zip(values, values[1:]))
+
+
+ASCENDING = annotated_types.Predicate(_ascending)
+"""A constraint for ranges written as ``[low, high]``: ``Annotated[tuple[float, float], ASCENDING]``."""
+
 _MISMATCH = object()
 _PARAMETERLESS = (object.__init__, torch.nn.Module.__init__)
+
+
+class _OutOfRange(ValueError):
+    """A value of the right type breaks a constraint of its ``Annotated`` annotation."""
+
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _describe_constraint(constraint: Any) -> str:
+    if isinstance(constraint, annotated_types.Predicate):
+        return f"{constraint.func.__name__.strip('_').replace('_', ' ')}"
+    if isinstance(constraint, (annotated_types.MinLen, annotated_types.MaxLen)):
+        bound = "at least" if isinstance(constraint, annotated_types.MinLen) else "at most"
+        return f"{bound} {getattr(constraint, 'min_length', getattr(constraint, 'max_length', None))} items"
+    bounds = [f"{symbol} {getattr(constraint, name)}" for name, symbol in _BOUNDS
+              if getattr(constraint, name, None) is not None]
+    return " and ".join(bounds)
+
+
+def _check_constraints(value: Any, constraints: tuple[Any, ...]) -> None:
+    for constraint in constraints:
+        if isinstance(constraint, annotated_types.Predicate):
+            ok = constraint.func(value)
+        elif isinstance(constraint, annotated_types.MinLen):
+            ok = len(value) >= constraint.min_length
+        elif isinstance(constraint, annotated_types.MaxLen):
+            ok = len(value) <= constraint.max_length
+        else:
+            checks = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b,
+                      "le": lambda b: value <= b}
+            ok = all(checks[name](getattr(constraint, name)) for name, _ in _BOUNDS
+                     if getattr(constraint, name, None) is not None)
+        if not ok:
+            raise _OutOfRange(f"must be {_describe_constraint(constraint)}")
 
 
 def _coerce(value: Any, annotation: Any) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any or annotation is inspect.Parameter.empty:
         return value
+    if origin is Annotated:
+        result = _coerce(value, args[0])
+        if result is not _MISMATCH and result is not None:
+            _check_constraints(result, annotation.__metadata__)
+        return result
     if annotation is type(None) or annotation is None:
         return None if value is None else _MISMATCH
     if origin is Literal:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from toolkit.limits import Fraction, FractionRange, NonNegative, NonNegativeFloat, Positive, Probability
 from toolkit.interfaces import Augmentation
 
 if TYPE_CHECKING:  # torchvision is imported when an augmentation is built, not when the plugin registers
@@ -33,25 +34,19 @@ class SimCLRAugmentation(Augmentation):
 
     def __init__(
         self,
-        size: int = 224,
-        scale: tuple[float, float] = (0.08, 1.0),
-        strength: float = 1.0,
-        jitter_prob: float = 0.8,
-        grayscale_prob: float = 0.2,
-        blur_prob: float = 0.5,
-        flip_prob: float = 0.5,
-        n_views: int = 2,
-        eval_crop_fraction: float = 0.875,
-        local_crops: int = 0,
-        local_size: int = 96,
-        local_scale: tuple[float, float] = (0.05, 0.14),
+        size: Positive = 224,
+        scale: FractionRange = (0.08, 1.0),
+        strength: NonNegativeFloat = 1.0,
+        jitter_prob: Probability = 0.8,
+        grayscale_prob: Probability = 0.2,
+        blur_prob: Probability = 0.5,
+        flip_prob: Probability = 0.5,
+        n_views: Positive = 2,
+        eval_crop_fraction: Fraction = 0.875,
+        local_crops: NonNegative = 0,
+        local_size: Positive = 96,
+        local_scale: FractionRange = (0.05, 0.14),
     ) -> None:
-        if n_views < 1:
-            raise ValueError(f"augmentation.n_views must be at least 1, got {n_views}")
-        if not 0 < eval_crop_fraction <= 1:
-            raise ValueError(f"augmentation.eval_crop_fraction must be in (0, 1], got {eval_crop_fraction}")
-        if local_crops < 0:
-            raise ValueError(f"augmentation.local_crops must be 0 (no multi-crop) or more, got {local_crops}")
         self.global_views, self.local_crops = n_views, local_crops
         self.n_views = n_views + local_crops
         colour = dict(strength=strength, jitter_prob=jitter_prob, grayscale_prob=grayscale_prob,

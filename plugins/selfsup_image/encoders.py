@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from toolkit.limits import Positive
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
@@ -35,8 +36,8 @@ class ResNetEncoder(Encoder):
     def __init__(
         self,
         stem: Literal["imagenet", "cifar"] = "imagenet",
-        width: int = 64,
-        in_channels: int = 3,
+        width: Positive = 64,
+        in_channels: Positive = 3,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         weights: Path | None = None,

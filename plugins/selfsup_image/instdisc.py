@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit import distributed
+from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
 
@@ -41,13 +42,11 @@ class InstDisc(Objective):
         self,
         projector: Projector,
         dataset_size: int,
-        temperature: float = 0.07,
+        temperature: Temperature = 0.07,
         num_negatives: int = 4096,
         bank_momentum: float = 0.5,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be positive, got {temperature}")
         if num_negatives < 1:
             raise ValueError(f"objective.num_negatives must be at least 1, got {num_negatives}")
         if not 0.0 <= bank_momentum < 1.0:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from toolkit import distributed
+from toolkit.limits import Positive, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
 from toolkit.losses import info_nce
 
@@ -54,16 +55,14 @@ class MoCo(Objective):
         encoder: Encoder,
         projector: Projector,
         dataset_size: int,
-        temperature: float = 0.2,
-        queue_size: int = 65536,
+        temperature: Temperature = 0.2,
+        queue_size: Positive = 65536,
         momentum: float = 0.999,
         momentum_schedule: MomentumSchedule = "constant",
         symmetric: bool = False,
         bn_groups: int = 8,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be positive, got {temperature}")
         if bn_groups < 1:
             raise ValueError(f"objective.bn_groups must be at least 1 (1 turns shuffle-BN off), got {bn_groups}")
         processes = distributed.world_size()

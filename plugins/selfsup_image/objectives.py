@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from toolkit.distributed import gather_with_grad
+from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import nt_xent
 
@@ -23,10 +24,8 @@ class NTXent(Objective):
     >>> loss, metrics = objective(batch, encoder, projector)   # batch.views: V x (N, C, H, W)
     """
 
-    def __init__(self, temperature: float = 0.5) -> None:
+    def __init__(self, temperature: Temperature = 0.5) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be positive, got {temperature}")
         self.temperature = temperature
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from toolkit.distributed import gather_with_grad
+from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
 
@@ -38,10 +39,8 @@ class SimCSE(Objective):
     Usage: ``objective: {name: simcse, temperature: 0.05}`` with ``augmentation: {name: simcse}``.
     """
 
-    def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 0.0) -> None:
+    def __init__(self, temperature: Temperature = 0.05, hard_negative_weight: NonNegativeFloat = 0.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be positive, got {temperature}")
         self.temperature, self.hard_negative_weight = temperature, hard_negative_weight
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:

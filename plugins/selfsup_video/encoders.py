@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50, load_torchvision_weights
+from toolkit.limits import Positive
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
@@ -35,7 +36,7 @@ class FrameResNet(Encoder):
         self,
         depth: Literal[18, 34, 50] = 18,
         stem: Literal["imagenet", "cifar"] = "imagenet",
-        width: int = 64,
+        width: Positive = 64,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         weights: Path | None = None,
@@ -72,10 +73,8 @@ class ClipResNet(Encoder):
     stem: Callable[[int], nn.Module]
     name: str
 
-    def __init__(self, width: int = 64, weights: Path | None = None) -> None:
+    def __init__(self, width: Positive = 64, weights: Path | None = None) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"encoder.width must be at least 1, got {width}")
         self.net = _video_resnet(self.conv, self.stem, width)
         self.net.fc = nn.Identity()
         self.output_dim = 8 * width

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from selfsup_image.views import embed_views
 from toolkit.distributed import gather_with_grad
+from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce, nt_xent
 
@@ -38,12 +39,8 @@ class TemporalContrast(Objective):
     >>> loss, metrics = objective(batch, encoder, projector)   # batch.views: 3 x (N, C, [T,] H, W)
     """
 
-    def __init__(self, temperature: float = 0.1, tcn_weight: float = 0.0) -> None:
+    def __init__(self, temperature: Temperature = 0.1, tcn_weight: NonNegativeFloat = 0.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be positive, got {temperature}")
-        if tcn_weight < 0:
-            raise ValueError(f"objective.tcn_weight must be >= 0, got {tcn_weight}")
         self.temperature, self.tcn_weight = temperature, tcn_weight
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
