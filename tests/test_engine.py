@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import json
 import math
 from pathlib import Path
@@ -13,6 +15,7 @@ from toolkit import checkpoint, hookimpl
 from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, resolve_device
 from toolkit.interfaces import ObjectiveOutput
 from toolkit.recipe import load_and_resolve
+from toolkit.rundir import RunDirectoryError
 
 FAST = ["eval.evaluators=[]", "trainer.log_every=100"]
 
@@ -98,10 +101,10 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, mon
 
     def failing_save(state, handle):
         handle.write(b"partial bytes")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunDirectoryError, match=f"cannot write {path}: No space left on device; the disk is full"):
         checkpoint.save_atomic({"step": 2}, path)
     monkeypatch.undo()
     assert checkpoint.load(path)["step"] == 1

@@ -548,3 +548,25 @@ def _plugin_module(name: str, *hooks: Callable) -> ModuleType:
     for hook in hooks:
         setattr(module, hook.__name__, hook)
     return module
+
+
+def test_a_plugin_that_calls_sys_exit_at_import_fails_alone(
+    install_plugin: Callable[[str, str], None], fresh_default: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_plugin("quitter", "import sys\nsys.exit(3)\n")
+    assert main(["plugins", "--all"]) == 0
+    output = capsys.readouterr().out
+    assert "quitter" in output and "FAILED TO LOAD: PluginExited: the plugin called sys.exit(3)" in output
+    assert "image 0.1.0 (built-in)" in output
+
+
+def test_a_plugin_that_prints_at_import_keeps_the_json_listing_valid(
+    install_plugin: Callable[[str, str], None], fresh_default: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_plugin("chatty", "print('hello from a plugin')\nfrom toolkit import hookimpl\n\n"
+                             "@hookimpl\ndef register_encoders(register):\n    print('registering')\n")
+    assert main(["plugins", "--json"]) == 0
+    captured = capsys.readouterr()
+    listing = json.loads(captured.out)
+    assert [info["name"] for info in listing] == ["chatty"]
+    assert "hello from a plugin" in captured.err and "registering" in captured.err

@@ -7,34 +7,51 @@ new one, never a truncated file. Loading uses ``weights_only=True``: a checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from toolkit.rundir import writing
+
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` so that ``path`` is always a complete checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     _fsync_directory(path.parent)
+
+
+def non_finite(state: dict[str, Any], prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors in a (nested) state dict that hold NaN or infinity."""
+    found = []
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += non_finite(value, f"{name}.")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            found.append(name)
+    return found
 
 
 def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: the run never reached its first checkpoint "
-                                f"(trainer.checkpoint_every); start it again without --resume")
+                                f"(trainer.checkpoint_every); `selfsup train --resume {path.parent.parent}` "
+                                f"starts it from step 0")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -59,6 +76,16 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run a block (an evaluation, say) without moving any random generator the training uses."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
 
 
 def _as_tuple(value: Any) -> Any:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:  # the commands import what they use, so that `selfsup --help` imports no torch
+    from toolkit.engine import Trainer
     from toolkit.plugins import Plugins
+
+INTERRUPTED = 75
+"""Exit status after a stop on SIGTERM or Ctrl-C that wrote a checkpoint (EX_TEMPFAIL: resume later)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
 
@@ -36,13 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_status(error: Exception) -> int | None:
-    """2 for bad input (recipe, plugin, file), 1 for run-time failures, None to show a traceback."""
+    """2 for bad input (recipe, plugin, file), 75 after a graceful stop, 1 for run-time failures
+    (divergence, a full disk), None to show a traceback."""
+    from toolkit.engine import TrainingInterrupted
     from toolkit.plugins import PluginError, UnknownComponentError
     from toolkit.recipe import RecipeError
 
     if isinstance(error, (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError,
                           ValueError, KeyError)):
         return 2
+    if isinstance(error, TrainingInterrupted):
+        return INTERRUPTED
     if isinstance(error, RuntimeError):  # TrainingDiverged and other run-time failures
         return 1
     return None
@@ -76,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[local], help="pretrain from a recipe (or --resume a run)")
     train.add_argument("recipe", type=Path, nargs="?")
     train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR; key=value may change the learning rate, clipping, "
+                            "precision or schedule length (see the README)")
+    train.add_argument("--trust-plugins", action="store_true",
+                       help="with --resume: load the local plugin files the run's recipe lists (they run code)")
     train.add_argument("--run-dir", type=Path, help="where to write the run (default trainer.output_dir or runs/NAME)")
     launch = train.add_argument_group("distributed (runs torchrun; see docs/distributed.md)")
     launch.add_argument("--nproc", type=int, default=1, metavar="N", help="processes per node (GPUs, or CPU workers)")
@@ -90,12 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.evaluators=[{name: knn, k: 20}]")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--trust-plugins", action="store_true",
+                          help="load the local plugin files the run's recipe lists (they run code)")
     evaluate.set_defaults(handler=_eval)
 
     export = commands.add_parser("export", parents=[local],
                                  help="export a run's encoder as safetensors + JSON metadata")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--out", type=Path, help="output folder (default RUN_DIR/encoder)")
+    export.add_argument("--trust-plugins", action="store_true",
+                        help="load the local plugin files the run's recipe lists (they run code)")
     export.set_defaults(handler=_export)
     return parser
 
@@ -160,7 +179,14 @@ def _launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
         command += ["--standalone"]
     else:
         raise ValueError("a multi-node run needs --rdzv-endpoint HOST:PORT (the same on every node)")
-    return subprocess.call([*command, "-m", "toolkit", *forwarded])
+    child = subprocess.Popen([*command, "-m", "toolkit", *forwarded])
+    # a cluster's SIGTERM reaches this process only: pass it on, and torchrun passes it to every
+    # worker, which finishes its step and writes a checkpoint (Ctrl-C reaches all of them already)
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: child.send_signal(number))
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _recipe_show(args: argparse.Namespace) -> int:
@@ -184,10 +210,10 @@ def _train(args: argparse.Namespace) -> int:
 
     plugins = _loaded(args)
     if args.resume:
-        if args.recipe or args.overrides:
-            raise ValueError("--resume continues a run as it was recorded; give no recipe or overrides with it")
-        trainer = Trainer.resume(args.resume, plugins)
-        print(f"resuming {args.resume} at step {trainer.step}/{trainer.total_steps}", file=sys.stderr)
+        overrides = [str(args.recipe), *args.overrides] if args.recipe else args.overrides
+        trainer = Trainer.resume(args.resume, plugins, overrides, trust_plugins=args.trust_plugins)
+        verb = "resuming" if trainer.step else "starting (no checkpoint yet)"
+        print(f"{verb} {args.resume} at step {trainer.step}/{trainer.total_steps}", file=sys.stderr)
     else:
         if args.recipe is None:
             raise ValueError("give a recipe (selfsup train RECIPE [key=value ...]) or --resume RUN_DIR")
@@ -195,22 +221,44 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer.from_recipe(recipe, plugins, args.run_dir)
         print(f"training {recipe.name} for {trainer.total_steps} steps on {trainer.device}; run directory "
               f"{trainer.run_dir}", file=sys.stderr)
-    trainer.fit()
+    with _stop_on_signals(trainer):
+        trainer.fit()
     trainer.close()  # after success only: a failed process must not wait for the others
     if trainer.is_main:
         print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=sys.stderr)
     return 0
 
 
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGTERM (a cluster preempting the job) or Ctrl-C: finish the step, write a checkpoint, exit
+    with :data:`INTERRUPTED`. A second signal stops at once (checkpoints are atomic)."""
+    def handle(number: int, frame: object) -> None:
+        if trainer.stop_signal is not None:
+            signal.signal(number, signal.SIG_DFL)
+            signal.raise_signal(number)
+            return
+        trainer.request_stop(number)
+        print(f"\n{signal.Signals(number).name}: stopping after step {trainer.step + 1} with a checkpoint "
+              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _eval(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, args.overrides, _loaded(args))
+    trainer = _trainer_for(args.run_dir, args.overrides, _loaded(args), args.trust_plugins)
     metrics = trainer.evaluate(tag="eval_standalone")
     print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, (), _loaded(args))
+    trainer = _trainer_for(args.run_dir, (), _loaded(args), args.trust_plugins)
     out = trainer.export(args.out or args.run_dir / "encoder")
     print(f"exported the encoder of {args.run_dir} (step {trainer.step}) to {out}")
     return 0
@@ -225,15 +273,15 @@ def _loaded(args: argparse.Namespace) -> Plugins:
     return plugins
 
 
-def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins):  # noqa: ANN202
+def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins, trust_plugins: bool) -> Trainer:
     """A trainer holding the run's last checkpoint, for evaluation or export."""
     from toolkit import checkpoint
     from toolkit.engine import CHECKPOINT, Trainer
-    from toolkit.recipe import load_and_resolve
+    from toolkit.recipe import load, resolve
 
-    recipe = load_and_resolve(run_dir / "recipe.yaml", overrides, plugins)
+    recipe = resolve(load(run_dir / "recipe.yaml", overrides), plugins, trust_plugins)
     if not recipe.section("eval")["evaluators"]:
-        recipe = load_and_resolve(run_dir / "recipe.yaml", [*DEFAULT_EVALUATORS, *overrides], plugins)
+        recipe = resolve(load(run_dir / "recipe.yaml", [*DEFAULT_EVALUATORS, *overrides]), plugins, trust_plugins)
     trainer = Trainer(recipe, plugins, run_dir)
     trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
     return trainer

@@ -9,6 +9,7 @@ resume in between: the data position ``(epoch, step)`` is all a checkpoint needs
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -82,8 +83,13 @@ class ViewBatches(Dataset):
     def __len__(self) -> int:
         return self.plan.steps_per_epoch * self.plan.micro_batches
 
-    def __getitem__(self, key: tuple[int, int, int]) -> Batch:
-        epoch, step, micro = key
+    def __getitem__(self, key: tuple[int, int, int]) -> Batch | BatchFailure:
+        try:
+            return self._batch(*key)
+        except (ValueError, OSError) as error:  # bad data: the main process raises it with its own message
+            return BatchFailure(error)
+
+    def _batch(self, epoch: int, step: int, micro: int) -> Batch:
         order = self._order(epoch)
         positions = self.plan.positions(step, micro)
         indices = order[positions.start:positions.stop]
@@ -99,6 +105,15 @@ class ViewBatches(Dataset):
         if epoch not in self._orders:
             self._orders = {epoch: self.plan.order(epoch)}
         return self._orders[epoch]
+
+
+@dataclass
+class BatchFailure:
+    """A micro-batch that could not be made (a corrupt file, say). Returned rather than raised, so
+    that a data-loader worker hands the error to the main process unchanged; a worker's raised
+    exception would come back rewrapped as "Caught ValueError in DataLoader worker process 0"."""
+
+    error: Exception
 
 
 class EpochKeys(Sampler):
@@ -127,6 +142,7 @@ def epoch_loader(
         num_workers=num_workers,
         collate_fn=_identity,
         pin_memory=pin_memory,
+        worker_init_fn=_leave_signals_to_the_main_process,
         prefetch_factor=4 if num_workers else None,
         # its own generator: a DataLoader otherwise draws worker seeds from the global one,
         # and a resumed run (which creates one loader more) would then drift from a straight run
@@ -150,6 +166,13 @@ def item_seed(seed: int, epoch: int, position: int) -> int:
     """A distinct 63-bit seed per (run seed, epoch, position in epoch)."""
     mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + position * 0x94D049BB133111EB)
     return mixed % (2**63 - 1)
+
+
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl-C (and a SIGTERM sent to the process group) reach the workers too; the main process
+    finishes its step and stops them, so they ignore both. A worker still exits with its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _identity(batch: Batch) -> Batch:

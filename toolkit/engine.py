@@ -1,23 +1,31 @@
 """The one training loop. It never names a method: everything it trains comes from a recipe.
 
-A run directory holds ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/last.pt``
-and, at the end, ``encoder/`` (the export: of the last step, or of the best evaluation with
-``eval.select_best``, whose state is also kept as ``checkpoints/best.pt``). ``Trainer.resume(run_dir)`` continues exactly where
-the last checkpoint stopped: weights, optimizer, schedule, random state and data position.
+A run directory (:mod:`toolkit.rundir`) holds ``recipe.yaml`` (resolved), ``metrics.jsonl``,
+``history.jsonl``, ``checkpoints/last.pt`` and, at the end, ``encoder/`` (the export: of the last
+step, or of the best evaluation with ``eval.select_best``, whose state is also kept as
+``checkpoints/best.pt``). ``Trainer.resume(run_dir)`` continues exactly where the last checkpoint
+stopped: weights, optimizer, schedule, random state, data position and the metrics log.
+Evaluation leaves no trace in that state (it runs with the random generators saved and
+restored), so a resumed run matches an uninterrupted one whatever it evaluates and when.
+
+Only :data:`RESUMABLE` settings may differ between a checkpoint's recipe and the recipe it is
+resumed with; they are applied to the restored optimizer and schedule and recorded in
+``history.jsonl``. Checkpoints are written only from finite state: a run whose weights, buffers
+or optimizer state turn NaN or infinite stops, and its last checkpoint is the last good one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -25,21 +33,34 @@ from torch import nn
 
 from toolkit import checkpoint, cpu, distributed
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
-from toolkit.data import BatchPlan, ViewBatches, epoch_loader
+from toolkit.data import BatchFailure, BatchPlan, ViewBatches, epoch_loader
 from toolkit.evaluation import FeatureContext, run_evaluators
 from toolkit.export import export_encoder
 from toolkit.interfaces import Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
 from toolkit.plugins import Plugins
-from toolkit.recipe import Recipe, build, call_factory, load_and_resolve
+from toolkit.recipe import Recipe, RecipeError, build, call_factory, load, resolve
+from toolkit.rundir import RECIPE, RunDirectory
 from toolkit.sync_batchnorm import convert_sync_batchnorm
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
+RESUMABLE = ("optimizer.lr", "trainer.clip_grad_norm", "trainer.precision", "schedule.epochs", "schedule.max_steps",
+             "trainer.log_every", "trainer.checkpoint_every", "trainer.num_workers", "eval.every_steps",
+             "eval.every_epochs")
+"""Recipe keys that may change when a run is resumed (``selfsup train --resume RUN key=value``)."""
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the model state became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGTERM, Ctrl-C): the current step finished and a checkpoint was written."""
+
+    def __init__(self, message: str, signal_number: int | None) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
 class SelfSupervisedModel(nn.Module):
@@ -56,10 +77,12 @@ class SelfSupervisedModel(nn.Module):
 class Trainer:
     """Builds every component of a recipe and runs training, evaluation and export."""
 
-    def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr) -> None:
+    def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr,
+                 directory: RunDirectory | None = None) -> None:
         distributed.init_from_environment(recipe.section("trainer")["device"])
         self.is_main = distributed.is_main()
         self.recipe, self.plugins, self.run_dir = recipe, plugins, Path(run_dir)
+        self.directory = directory or RunDirectory(self.run_dir)
         self.log = log if self.is_main else open(os.devnull, "w")
         self.config: TrainerConfig = recipe.config("trainer")
         self.schedule: ScheduleConfig = recipe.config("schedule")
@@ -104,6 +127,8 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.start_eval: dict[str, float] = {}
         self.best: dict[str, float] = {}  # {"value", "step"} of the eval.select_best metric
+        self.checkpoint_step: int | None = None  # the step of the last checkpoint written or restored
+        self.stop_signal: int | None = None  # set by request_stop
         torch.manual_seed(self.config.seed + distributed.rank())  # distinct dropout masks per process
 
     @classmethod
@@ -111,27 +136,55 @@ class Trainer:
         """A fresh run in ``run_dir`` (default ``trainer.output_dir`` or ``runs/<name>``)."""
         run_dir = Path(run_dir or recipe.section("trainer")["output_dir"] or Path("runs") / recipe.name)
         distributed.init_from_environment(recipe.section("trainer")["device"])
+        directory = RunDirectory(run_dir)
+        if distributed.is_main():
+            directory.lock()
         if (run_dir / CHECKPOINT).exists():
             raise FileExistsError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
                                   f"{run_dir}` or choose another directory (trainer.output_dir=...)")
         distributed.barrier()  # every process has looked before the main one writes
         if distributed.is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-            (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+            directory.write_recipe(recipe.to_yaml())
+            directory.truncate_metrics(0, 0)
+            directory.record("start", step=0, recipe=recipe.name)
         distributed.barrier()
-        return cls(recipe, plugins, run_dir, **kwargs)
+        return cls(recipe, plugins, run_dir, directory=directory, **kwargs)
 
     @classmethod
-    def resume(cls, run_dir: Path, plugins: Plugins, **kwargs: Any) -> Trainer:
-        """The run in ``run_dir``, restored from its last checkpoint."""
+    def resume(cls, run_dir: Path, plugins: Plugins, overrides: Sequence[str] = (), trust_plugins: bool = False,
+               **kwargs: Any) -> Trainer:
+        """The run in ``run_dir``, restored from its last checkpoint (or started from step 0 if it
+        never wrote one). ``overrides`` may change the :data:`RESUMABLE` keys; a recipe that was
+        edited elsewhere is refused with the differences."""
         run_dir = Path(run_dir)
-        recipe = load_and_resolve(run_dir / "recipe.yaml", (), plugins)
-        trainer = cls(recipe, plugins, run_dir, **kwargs)
-        trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
+        recipe = resolve(load(run_dir / RECIPE, overrides), plugins, trust_plugins=trust_plugins)
+        distributed.init_from_environment(recipe.section("trainer")["device"])
+        directory = RunDirectory(run_dir)
+        if distributed.is_main():
+            directory.lock()
+        state = checkpoint.load(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
+        changed = _recipe_changes(state.get("recipe") if state else None, recipe.values)
+        refused = [key for key in changed if key not in RESUMABLE]
+        if refused:
+            listing = "\n".join(f"  {key}: {changed[key][0]!r} -> {changed[key][1]!r}" for key in refused)
+            raise RecipeError(f"{run_dir / RECIPE} (with the overrides given) differs from the recipe the checkpoint "
+                              f"was trained with:\n{listing}\nA run can only resume with a change of "
+                              f"{', '.join(RESUMABLE)}; undo the other changes, or start a new run")
+        trainer = cls(recipe, plugins, run_dir, directory=directory, **kwargs)
+        if state is not None:
+            trainer.load_state(state)
+            trainer._apply_schedule_changes(changed)
         if trainer.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+            directory.truncate_metrics(state.get("metrics_size") if state else 0, trainer.step)
+            if changed:
+                directory.write_recipe(recipe.to_yaml())
+            directory.record("resume" if state else "start", step=trainer.step,
+                             changed={key: list(values) for key, values in changed.items()})
         return trainer
+
+    def request_stop(self, signal_number: int | None = None) -> None:
+        """Stop after the current optimizer step, with a checkpoint (safe to call from a signal handler)."""
+        self.stop_signal = signal_number or 0
 
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps``; return the final evaluation metrics."""
@@ -144,6 +197,8 @@ class Trainer:
                                   pin_memory=self.device.type == "cuda")
             micro, losses, metric_sums = 0, [], {}
             for batch in loader:
+                if isinstance(batch, BatchFailure):  # a data error, raised as in a single process
+                    raise batch.error
                 output = self._forward_backward(batch, sync=micro == self.plan.micro_batches - 1)
                 losses.append(output.loss.detach())
                 for key, value in output.metrics.items():
@@ -151,9 +206,11 @@ class Trainer:
                 micro += 1
                 if micro < self.plan.micro_batches:
                     continue
-                # the loss and metrics of the global batch: the mean over processes' equal shards
-                means = distributed.all_reduce_mean({**metric_sums, "loss": torch.stack(losses).mean().item()})
-                loss = means.pop("loss")
+                # the loss and metrics of the global batch: the mean over processes' equal shards;
+                # "stop" is above 0 when any process was asked to stop, so all of them stop together
+                means = distributed.all_reduce_mean({**metric_sums, "loss": torch.stack(losses).mean().item(),
+                                                     "stop": float(self.stop_signal is not None)})
+                loss, stop = means.pop("loss"), means.pop("stop") > 0
                 self._optimizer_step(loss)
                 metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
                 metrics.update((key, means[key]) for key in metric_sums)
@@ -166,31 +223,45 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
                 self._append_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, **metrics})
                 self._call_hook("on_step_end", trainer=self, step=self.step, metrics=metrics)
-                if self.step % self.config.checkpoint_every == 0:
-                    self.save_checkpoint()
-                every = self.eval_config.every_steps
-                if every and self.step % every == 0 and self.step < self.total_steps and self.evaluators:
+                epoch_done = self.step_in_epoch == self.plan.steps_per_epoch
+                if epoch_done:
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                if self._evaluation_due(epoch_done):
                     self._evaluate_on_main()
                     window_start, window_steps = time.perf_counter(), 0
-                if self.step >= self.total_steps:
+                if stop:
+                    self._stop()
+                if self.step % self.config.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()  # after the evaluation of this step, so a resume does not repeat it
+                if epoch_done or self.step >= self.total_steps:
                     break
-            if self.step_in_epoch == self.plan.steps_per_epoch:
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                every, every_steps = self.eval_config.every_epochs, self.eval_config.every_steps
-                just_evaluated = every_steps and self.step % every_steps == 0
-                if every and self.epoch % every == 0 and self.step < self.total_steps and self.evaluators \
-                        and not just_evaluated:
-                    self._evaluate_on_main()
-                    window_start, window_steps = time.perf_counter(), 0
         self.save_checkpoint()
         final = self._evaluate_on_main() if self.evaluators else {}
         if self.is_main:
             if self.eval_config.select_best is None:
                 self.export(self.run_dir / "encoder")
             self._print_summary(final)
+            self.directory.record("finished", step=self.step)
         self._call_hook("on_train_end", trainer=self, metrics=final)
         distributed.barrier()
         return final
+
+    def _evaluation_due(self, epoch_done: bool) -> bool:
+        """A periodic evaluation after this step (the last step has the final one instead)."""
+        if not self.evaluators or self.step >= self.total_steps:
+            return False
+        every_steps, every_epochs = self.eval_config.every_steps, self.eval_config.every_epochs
+        return bool((every_steps and self.step % every_steps == 0)
+                    or (epoch_done and every_epochs and self.epoch % every_epochs == 0))
+
+    def _stop(self) -> None:
+        self.save_checkpoint()
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a stop request"
+        if self.is_main:
+            self.directory.record("interrupted", step=self.step, signal=name)
+        raise TrainingInterrupted(f"stopped by {name} after step {self.step}/{self.total_steps}; checkpoint written "
+                                  f"to {self.run_dir / CHECKPOINT}. Continue with `selfsup train --resume "
+                                  f"{self.run_dir}`", self.stop_signal)
 
     def _evaluate_on_main(self, tag: str = "eval") -> dict[str, float]:
         """Evaluate on the main process while the others wait; {} on the others."""
@@ -211,7 +282,8 @@ class Trainer:
              "test": lambda: self._data_source({**self.recipe.section("data"), **self.eval_config.test_data})},
             self.device, self.eval_config.batch_size, self.autocast_dtype)
         started = time.perf_counter()
-        metrics = run_evaluators(self.evaluators, context)
+        with checkpoint.rng_preserved():  # evaluation must not shift the training's random draws
+            metrics = run_evaluators(self.evaluators, context)
         self._append_metrics({"kind": tag, "step": self.step, "epoch": self.epoch, **metrics})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)", file=self.log, flush=True)
@@ -252,6 +324,8 @@ class Trainer:
             "rng": rng,
             "start_eval": self.start_eval,
             "best": self.best,
+            "recipe": self.recipe.values,  # what the run trained with: a resume compares against it
+            "metrics_size": self.directory.metrics_size(),  # metrics.jsonl up to this checkpoint
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -259,19 +333,58 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        if self.step_in_epoch == self.plan.steps_per_epoch:  # written at an epoch's end by an older version
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.checkpoint_step = self.step
         self.start_eval = state.get("start_eval", {})
         self.best = state.get("best", {})
         rng = state["rng"]  # a run resumed on other process counts falls back to rank 0's state
         checkpoint.restore_rng(rng[distributed.rank()] if len(rng) == distributed.world_size() else rng[0])
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/last.pt`` (main process; every process must call this)."""
+        """Write ``checkpoints/last.pt`` (main process; every process must call this).
+
+        Refuses state that is not finite: the run stops with :class:`TrainingDiverged` and the
+        previous checkpoint stays the last good one."""
         path = self.run_dir / CHECKPOINT
+        broken = checkpoint.non_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+        if broken:
+            if self.is_main:
+                self.directory.record("diverged", step=self.step, non_finite=broken[:10])
+            raise TrainingDiverged(f"the model state became NaN or infinite by step {self.step} (epoch {self.epoch}: "
+                                   f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); training stopped "
+                                   f"and {self._last_good()}. {self._divergence_advice()}")
         rng = distributed.all_gather_object(checkpoint.capture_rng())
         if self.is_main:
             checkpoint.save_atomic(self.state_dict(rng), path)
         distributed.barrier()
+        self.checkpoint_step = self.step
         return path
+
+    def _last_good(self) -> str:
+        if self.checkpoint_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.checkpoint_step})"
+
+    def _divergence_advice(self) -> str:
+        return (f"Lower the learning rate, clip gradients or train in fp32, e.g. `selfsup train --resume {self.run_dir} "
+                f"optimizer.lr={self.recipe.section('optimizer').get('lr', 0.1) / 10:g} trainer.clip_grad_norm=1.0`, "
+                f"or start again")
+
+    def _apply_schedule_changes(self, changed: dict[str, tuple[Any, Any]]) -> None:
+        """After ``load_state``: carry a changed learning rate or schedule length into the
+        restored optimizer and scheduler (whose state holds the old values)."""
+        if not changed:
+            return
+        if "optimizer.lr" in changed:
+            old, new = changed["optimizer.lr"]
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] *= new / old
+            self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def close(self) -> None:
         """After a successful run, on every process: free the DDP wrapper, which holds the
@@ -282,6 +395,7 @@ class Trainer:
             self.parallel_model = self.model
             gc.collect()
         distributed.shutdown()
+        self.directory.unlock()
 
     def _forward_backward(self, batch: Batch, sync: bool) -> ObjectiveOutput:
         """Forward and backward of one micro-batch; gradients are synchronised across processes
@@ -311,13 +425,10 @@ class Trainer:
     def _optimizer_step(self, loss: float) -> None:
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
-            kept = self.run_dir / CHECKPOINT
-            last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written yet"
-            raise TrainingDiverged(
-                f"loss became {loss} at step {self.step + 1} (epoch {self.epoch}); training stopped and {last}. "
-                f"Lower optimizer.lr, set trainer.clip_grad_norm, or use trainer.precision=fp32, then continue "
-                f"with `selfsup train --resume {self.run_dir}` or start again."
-            )
+            if self.is_main:
+                self.directory.record("diverged", step=self.step + 1, loss=str(loss))
+            raise TrainingDiverged(f"loss became {loss} at step {self.step + 1} (epoch {self.epoch}); training "
+                                   f"stopped and {self._last_good()}. {self._divergence_advice()}")
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.optimizer.step()
@@ -331,10 +442,8 @@ class Trainer:
         return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.is_main:
+            self.directory.append_metrics(record)
 
     def _log_progress(self, metrics: dict[str, float], seconds_per_step: float) -> None:
         eta = _duration(seconds_per_step * (self.total_steps - self.step))
@@ -394,13 +503,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+def _recipe_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted.key: (before, after)}`` for every setting that differs (``{}`` without ``before``)."""
+    if before is None:
+        return {}
+    flat_before, flat_after = _flatten(before), _flatten(after)
+    return {key: (flat_before.get(key), flat_after.get(key)) for key in sorted(flat_before.keys() | flat_after.keys())
+            if flat_before.get(key) != flat_after.get(key)}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _duration(seconds: float) -> str:

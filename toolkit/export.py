@@ -2,7 +2,9 @@
 
 ``encoder.json`` names the encoder component and its parameters (and the augmentation whose
 evaluation transform prepares inputs), so :func:`load_encoder` rebuilds the module through the
-plugin registry and loads the weights; nothing is unpickled. An encoder with a
+plugin registry and loads the weights; nothing is unpickled. An export may come from anyone: the
+module is first built on the meta device (no memory) and its tensor names and shapes compared
+with the safetensors header, so a crafted ``encoder.json`` cannot make it allocate terabytes. An encoder with a
 ``native_format`` (a Hugging Face model, say) is also saved in that format in a subfolder.
 """
 
@@ -12,11 +14,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from toolkit.interfaces import Encoder
 from toolkit.plugins import Plugins, default_plugins
-from toolkit.recipe import build
+from toolkit.recipe import RecipeError, build
 
 FORMAT = "selfsup-encoder"
 FORMAT_VERSION = 1
@@ -59,9 +63,37 @@ def load_encoder(path: str | Path, plugins: Plugins | None = None) -> Encoder:
     """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode."""
     plugins = plugins or default_plugins()
     metadata = read_metadata(path)
+    weights = Path(path) / WEIGHTS
+    _check_shapes(plugins, metadata, weights)
     encoder = build(plugins, "encoder", metadata["encoder"])
-    load_model(encoder, str(Path(path) / WEIGHTS))
+    load_model(encoder, str(weights))
     return encoder.eval()
+
+
+def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> None:
+    """Compare the tensors the described encoder would have with those stored, before building it."""
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing; re-export the encoder (selfsup export RUN_DIR)")
+    try:
+        with safe_open(str(weights), framework="pt") as stored_file:
+            stored = {name: tuple(stored_file.get_slice(name).get_shape()) for name in stored_file.keys()}
+    except Exception as error:  # safetensors raises its own SafetensorError for damaged files
+        raise ValueError(f"{weights}: not a readable safetensors file ({error}); re-export the encoder") from None
+    try:
+        with torch.device("meta"):
+            skeleton = build(plugins, "encoder", metadata["encoder"])
+    except (RecipeError, ValueError, TypeError, IndexError, KeyError) as error:
+        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: {error}") from None
+    except Exception:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
+        return
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    wrong = [f"{name} {expected[name]} vs stored {stored[name]}" for name in expected.keys() & stored.keys()
+             if expected[name] != stored[name]]
+    missing = sorted(expected.keys() - stored.keys())
+    if wrong or missing:
+        problem = f"shapes differ: {', '.join(wrong[:3])}" if wrong else f"missing tensors: {', '.join(missing[:3])}"
+        raise ValueError(f"{Path(weights).parent / METADATA} does not describe the weights in {weights} ({problem}); "
+                         f"the export was edited or mixed with another one")
 
 
 def load_eval_transform(path: str | Path, plugins: Plugins | None = None) -> Callable[[Any], Any]:

@@ -12,6 +12,7 @@ the same way as third-party ones: the core never imports them by name.
 from __future__ import annotations
 
 import difflib
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -20,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pluggy
 
@@ -106,11 +107,12 @@ class Plugins:
         info = info or PluginInfo(name, getattr(module, "__name__", type(module).__name__), None, None, builtin=False)
         self.infos[name] = info
         try:
-            self.manager.register(module, name=name)
-            info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
-            for kind, hook_name in KINDS.items():
-                self._collect(name, hook_name, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
-            self._collect(name, "register_recipes", lambda path: info.recipes.append(str(path)))
+            with _plugin_code():
+                self.manager.register(module, name=name)
+                info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
+                for kind, hook_name in KINDS.items():
+                    self._collect(name, hook_name, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
+                self._collect(name, "register_recipes", lambda path: info.recipes.append(str(path)))
         except PluginError:
             self._discard(name, module)
             self.infos.pop(name, None)
@@ -129,18 +131,29 @@ class Plugins:
         the same file twice is a no-op. Returns the plugin names.
         """
         names = []
+        for file in self.local_files(paths):
+            name = f"local:{file.stem}"
+            names.append(name)
+            if self.has_local(file):
+                continue
+            self.add(name, _import_file(file), PluginInfo(name, str(file.resolve()), None, None, builtin=False))
+        return names
+
+    @staticmethod
+    def local_files(paths: list[Path]) -> list[Path]:
+        """The plugin files that :meth:`add_local` would import for ``paths``."""
+        files: list[Path] = []
         for path in paths:
             if not path.exists():
                 raise PluginError(f"plugin path {path} does not exist; give a .py file or a folder of them "
                                   f"(relative paths in a recipe's plugins: list start at the recipe's folder)")
-            files = sorted(f for f in path.glob("*.py") if not f.name.startswith("_")) if path.is_dir() else [path]
-            for file in files:
-                name = f"local:{file.stem}"
-                names.append(name)
-                if name in self.infos and self.infos[name].module == str(file.resolve()):
-                    continue
-                self.add(name, _import_file(file), PluginInfo(name, str(file.resolve()), None, None, builtin=False))
-        return names
+            files += sorted(f for f in path.glob("*.py") if not f.name.startswith("_")) if path.is_dir() else [path]
+        return files
+
+    def has_local(self, file: Path) -> bool:
+        """Whether ``file`` is loaded already as a local plugin."""
+        info = self.infos.get(f"local:{file.stem}")
+        return info is not None and info.module == str(file.resolve())
 
     def remove(self, name: str) -> None:
         """Unregister plugin ``name`` and every component it registered."""
@@ -223,7 +236,8 @@ def discover(extra: dict[str, ModuleType] | None = None) -> Plugins:
             builtin=bool(dist and dist.metadata["Name"] == own_distribution),
         )
         try:
-            module = entry_point.load()
+            with _plugin_code():
+                module = entry_point.load()
         except Exception as error:
             info.error = _describe(error)
             plugins.infos[entry_point.name] = info
@@ -268,11 +282,27 @@ def _import_file(file: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with _plugin_code():
+            spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
         raise PluginError(f"plugin file {file} failed to import: {_describe(error)}") from error
     return module
+
+
+class PluginExited(Exception):
+    """A plugin called ``sys.exit()`` while it was imported or registered."""
+
+
+@contextlib.contextmanager
+def _plugin_code() -> Iterator[None]:
+    """Run a plugin's import or registration: what it prints goes to stderr (so that ``selfsup
+    plugins --json`` stays JSON), and ``sys.exit()`` becomes an error of that plugin alone."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except SystemExit as exit_:
+        raise PluginExited(f"the plugin called sys.exit({exit_.code!r})") from None
 
 
 def _describe(error: BaseException) -> str:

@@ -151,8 +151,11 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> RecipeDocument:
     return document
 
 
-def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
-    """Validate ``document`` against the registered components; fill every default."""
+def resolve(document: RecipeDocument, plugins: Plugins, trust_plugins: bool = True) -> Recipe:
+    """Validate ``document`` against the registered components; fill every default.
+
+    ``trust_plugins=False`` (a recipe read from a run directory someone else may have written)
+    refuses to import the local plugin files the recipe lists, unless they are loaded already."""
     values = document.values
     for key in values:
         if key not in TOP_LEVEL:
@@ -167,7 +170,7 @@ def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
     if "description" in values:
         resolved["description"] = values["description"]
     if "plugins" in values:
-        resolved["plugins"] = _load_local_plugins(document, plugins)
+        resolved["plugins"] = _load_local_plugins(document, plugins, trust_plugins)
     for section, kind in COMPONENT_SECTIONS.items():
         block = values.get(section, DEFAULT_PROJECTOR if section == "projector" else None)
         resolved[section] = _resolve_component(document, (section,), kind, block, plugins)
@@ -190,7 +193,7 @@ def fields_for(kind: str, factory: Callable[..., Any]) -> dict[str, schema.Field
     return schema.fields_of(factory, INJECTED.get(kind, frozenset()))
 
 
-def _load_local_plugins(document: RecipeDocument, plugins: Plugins) -> list[str]:
+def _load_local_plugins(document: RecipeDocument, plugins: Plugins, trust: bool) -> list[str]:
     """``plugins: [my_objective.py, local_plugins/]``: files and folders of plugin modules,
     relative to the recipe that lists them, registered before the recipe is validated."""
     entries = document.values["plugins"]
@@ -198,6 +201,12 @@ def _load_local_plugins(document: RecipeDocument, plugins: Plugins) -> list[str]
         raise document.error(("plugins",), "expected a list of paths to plugin files or folders")
     paths = [(document.origin(("plugins", i)).base_dir / entry).resolve() for i, entry in enumerate(entries)]
     try:
+        untrusted = [path for path in plugins.local_files(paths) if not plugins.has_local(path)]
+        if not trust and untrusted:
+            raise document.error(("plugins",), f"this recipe would import and run the Python code in "
+                                 f"{', '.join(map(str, untrusted))}. A recipe from a run directory runs code only "
+                                 f"with --trust-plugins (read the files first), or when you load the same files "
+                                 f"yourself with --plugins-dir")
         plugins.add_local(paths)
     except PluginError as error:
         raise document.error(("plugins",), str(error)) from None
@@ -399,10 +408,25 @@ def _apply_override(document: RecipeDocument, override: str) -> None:
         document.origins[key_path] = Origin(None, None, override)
 
 
+class ComponentError(ValueError):
+    """A component's factory failed with an error that does not say which component it was."""
+
+
 def build(plugins: Plugins, kind: str, block: dict[str, Any], **available: Any) -> Any:
-    """Instantiate the component ``block`` names, passing the injected values it asks for."""
-    factory = plugins.get(kind, block["name"]).factory
-    return call_factory(factory, kind, block, **available)
+    """Instantiate the component ``block`` names, passing the injected values it asks for.
+
+    A ``ValueError`` or ``OSError`` is the factory's own message about its input and passes as
+    it is; anything else (a ``KeyError``, say) is re-raised naming the recipe section, the
+    component and its plugin."""
+    component = plugins.get(kind, block["name"])
+    try:
+        return call_factory(component.factory, kind, block, **available)
+    except (ValueError, OSError):
+        raise
+    except Exception as error:
+        section = {v: k for k, v in COMPONENT_SECTIONS.items()}.get(kind, "eval.evaluators")
+        raise ComponentError(f"{section}: {kind} {block['name']!r} (plugin {component.plugin!r}) failed to build: "
+                             f"{type(error).__name__}: {error} (SELFSUP_TRACEBACK=1 shows where)") from error
 
 
 def call_factory(factory: Callable[..., Any], kind: str, block: dict[str, Any], **available: Any) -> Any:

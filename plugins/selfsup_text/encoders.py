@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # transformers is imported when an encoder is built, not when
 
 Pooling = Literal["cls", "cls_before_pooler", "mean"]
 PACKAGE_PREFIX = "pkg:"
+LOADER_OPTIONS = frozenset({"trust_remote_code", "code_revision", "revision", "token", "cache_dir",
+                            "local_files_only", "use_safetensors", "weights_only"})
+"""``from_pretrained`` options that ``encoder.config`` (which sets model config fields) may not pass."""
 
 
 class HFTransformerEncoder(Encoder):
@@ -34,6 +37,10 @@ class HFTransformerEncoder(Encoder):
     from random weights; ``config`` overrides fields of the model's config
     (``{num_hidden_layers: 2, hidden_size: 128}`` for a small from-scratch model, or
     ``{hidden_dropout_prob: 0.1}``, the noise of unsupervised SimCSE).
+
+    A model folder can ship its own Python code (``auto_map`` in its config); transformers runs
+    it only with ``trust_remote_code: true``, which a recipe must set explicitly (``selfsup recipe
+    show`` prints it). It is off by default, and ``config`` cannot switch it on.
 
     Pooling over the last hidden states ``H: (N, T, hidden_size)`` with mask ``m: (N, T)``
     (the names of the SimCSE code, Gao et al. 2021):
@@ -54,6 +61,7 @@ class HFTransformerEncoder(Encoder):
         max_length: int = 32,
         pretrained: bool = True,
         config: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         if max_length < 2:
@@ -62,13 +70,18 @@ class HFTransformerEncoder(Encoder):
 
         self.source = resolve_model(model)
         self.pooling, self.max_length = pooling, max_length
-        self.tokenizer: PreTrainedTokenizerBase = _load(AutoTokenizer.from_pretrained, self.source, model)
-        overrides = dict(config or {})
+        loader_options = sorted(set(config or {}) & LOADER_OPTIONS)
+        if loader_options:
+            raise ValueError(f"encoder.config: {', '.join(loader_options)}: loading options are not model config "
+                             f"fields; code shipped in a model folder runs only with encoder.trust_remote_code: true")
+        self.tokenizer: PreTrainedTokenizerBase = _load(AutoTokenizer.from_pretrained, self.source, model,
+                                                         trust_remote_code=trust_remote_code)
+        overrides = {**(config or {}), "trust_remote_code": trust_remote_code}
         if pretrained:
             self.model = _load(AutoModel.from_pretrained, self.source, model, **overrides)
         else:
             model_config = _load(AutoConfig.from_pretrained, self.source, model, **overrides)
-            self.model = AutoModel.from_config(model_config)
+            self.model = AutoModel.from_config(model_config, trust_remote_code=trust_remote_code)
         # from_pretrained returns eval mode; an encoder starts in train mode like any nn.Module,
         # and unsupervised SimCSE needs its dropout on
         self.model.train()

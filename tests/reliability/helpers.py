@@ -1,0 +1,71 @@
+"""Kill a run at a chosen step, in process or as the CLI, and compare runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolkit import hookimpl
+from toolkit.engine import Trainer
+from toolkit.plugins import Plugins
+from toolkit.recipe import load_and_resolve
+
+QUIET = open(os.devnull, "w")
+
+
+def make_trainer(recipe: Path, plugins: Plugins, run_dir: Path, *overrides: str) -> Trainer:
+    resolved = load_and_resolve(recipe, ["trainer.log_every=100", *overrides], plugins)
+    return Trainer.from_recipe(resolved, plugins, run_dir, log=QUIET)
+
+
+class CrashAt:
+    """A plugin that kills training (raises) when a given step ends."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @hookimpl
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {step}")
+
+
+def kill_at(step: int, trainer: Trainer, plugins: Plugins) -> None:
+    """Run ``trainer`` until ``step`` ends, then kill it; release its run directory as a dead process would."""
+    crash = CrashAt(step)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    finally:
+        plugins.manager.unregister(crash)
+        trainer.directory.unlock()
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+SIGNALLING_PLUGIN = '''
+import os, signal
+from toolkit import hookimpl
+
+@hookimpl
+def on_step_end(trainer, step, metrics):
+    if step == int(os.environ["SEND_AT_STEP"]):
+        for _ in range(int(os.environ.get("SEND_TIMES", "1"))):
+            os.kill(os.getpid(), getattr(signal, os.environ["SEND_SIGNAL"]))
+'''
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, cwd=cwd,
+                          env=environment, timeout=600)
