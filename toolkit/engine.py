@@ -176,7 +176,7 @@ class Trainer:
             trainer._apply_schedule_changes(changed)
         if trainer.is_main:
             directory.truncate_metrics(state.get("metrics_size") if state else 0, trainer.step)
-            if changed:
+            if changed or (state is None and overrides):
                 directory.write_recipe(recipe.to_yaml())
             directory.record("resume" if state else "start", step=trainer.step,
                              changed={key: list(values) for key, values in changed.items()})
