@@ -103,14 +103,15 @@ def test_image_npz_scales_grayscale_digits_to_uint8(tmp_path):
 
 def test_image_npz_missing_split_lists_the_keys(tmp_path):
     np.savez(tmp_path / "a.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
-    with pytest.raises(KeyError, match="x_test"):
-        ImageNpz(tmp_path / "a.npz", split="test")
+    with pytest.raises(KeyError, match="x_val"):
+        ImageNpz(tmp_path / "a.npz", split="val")
 
 
 def test_image_folder_labels_by_sorted_class_folder(tmp_path):
-    for name, color in (("cat", 10), ("dog", 200)):
-        (tmp_path / "train" / name).mkdir(parents=True)
-        Image.new("RGB", (8, 6), (color, 0, 0)).save(tmp_path / "train" / name / "a.png")
+    for split in ("train", "test"):
+        for name, color in (("cat", 10), ("dog", 200)):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 6), (color, 0, 0)).save(tmp_path / split / name / "a.png")
     source = ImageFolder(tmp_path, split="train")
     assert source.classes == ["cat", "dog"] and source.labels.tolist() == [0, 1]
     assert source[1].shape == (3, 6, 8) and int(source[1][0, 0, 0]) == 200

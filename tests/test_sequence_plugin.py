@@ -244,7 +244,7 @@ def test_audio_folder_reads_pcm_wav_with_folder_labels_and_resamples(tmp_path):
     for name, label in [("a.wav", "dog"), ("b.wav", "cat")]:
         (tmp_path / "train" / label).mkdir(parents=True)
         write_wav(tmp_path / "train" / label / name, (np.ones((800, 2)) * 16384).astype(np.int16))
-    source = check_datasource(AudioFolder, {"path": tmp_path, "label": "folder",
+    source = check_datasource(AudioFolder, {"path": tmp_path, "label": "folder", "split": "all",
                                             "input_spec": {"sample_rate": 16000}})
     assert source[0].shape == (1, 1600) and source.labels.tolist() == [0, 1]
     stereo, rate = read_audio(tmp_path / "train" / "cat" / "b.wav")

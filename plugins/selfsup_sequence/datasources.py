@@ -24,7 +24,7 @@ import torchaudio.functional as AF  # light (40 ms), and a broken torchaudio bui
 from torch import Tensor
 
 from selfsup_sequence.tsfile import read_ts
-from toolkit.data import subset_indices
+from toolkit.data import holdout_split, split_folder, subset_indices
 from toolkit.interfaces import DataSource
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -65,32 +65,44 @@ class FSDD(DataSource):
 
 
 class AudioFolder(DataSource):
-    """Audio files under ``path/<split>/`` (or ``path/`` when it has no ``<split>`` folder),
-    found recursively and sorted; with ``label: folder`` the class is the first folder level
-    below that root (LibriSpeech: the speaker; ``<class>/<file>.wav`` trees: the class).
+    """Audio files under ``path/<split>/``, found recursively and sorted; with ``label: folder``
+    the class is the first folder level below that root (LibriSpeech: the speaker;
+    ``<class>/<file>.wav`` trees: the class), with ``label: none`` the data is unlabelled.
+
+    A layout without a ``test/`` folder (``path/<class>/*.wav``, ``path/*.wav``) is one list:
+    ``train`` and ``test`` are a seeded held-out split of it (``eval.holdout_fraction``,
+    stratified by class), never the same files. Any other split (``train-clean-100``) is a folder.
 
     Decoding happens on access; a corrupt, empty or unsupported file raises a ``ValueError``
     naming it. Multichannel files give ``(C, L)`` items; ``mono: true`` averages channels.
     """
 
     def __init__(self, path: Path, split: str = "train", label: Literal["folder", "none"] = "none",
-                 mono: bool = True, limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
-        root = path / split if (path / split).is_dir() else path
-        if not root.is_dir():
-            raise FileNotFoundError(f"audio-folder: {root} is not a folder")
+                 mono: bool = True, limit: int | None = None, input_spec: dict[str, Any] | None = None,
+                 holdout_fraction: float = 0.1) -> None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"audio-folder: {path} is not a folder")
+        root, one_list = split_folder(path, split)
         files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
             raise FileNotFoundError(f"audio-folder: no {'/'.join(AUDIO_EXTENSIONS)} files under {root}")
-        self.files = [files[i] for i in subset_indices(len(files), limit).tolist()]
+        labels = None
         if label == "folder":
-            loose = [f for f in self.files if f.parent == root]
+            loose = [f for f in files if f.parent == root]
             if loose:
                 raise ValueError(f"audio-folder: label: folder takes the class from the first folder below {root}, "
                                  f"but {loose[0]} lies directly in it; move it into a class folder or use label: none")
-            classes = [f.relative_to(root).parts[0] for f in self.files]
+            classes = [f.relative_to(root).parts[0] for f in files]
             self.class_names = sorted(set(classes))
-            self.labels = torch.tensor([self.class_names.index(c) for c in classes], dtype=torch.int64)
+            labels = torch.tensor([self.class_names.index(c) for c in classes], dtype=torch.int64)
             self.num_classes = len(self.class_names)
+        chosen = torch.arange(len(files))
+        if one_list:
+            chosen, self.split_note = holdout_split(len(files), split, holdout_fraction, labels,
+                                                    f"audio folder {root}")
+        chosen = chosen[subset_indices(len(chosen), limit)]
+        self.files = [files[i] for i in chosen.tolist()]
+        self.labels = labels[chosen] if labels is not None else None
         self.mono = mono
         self.sample_rate = (input_spec or {}).get("sample_rate")
 
