@@ -163,6 +163,27 @@ def test_a_table_with_named_columns_gives_triples_and_skips_incomplete_rows(tmp_
         text_source(path, columns=["premise"])
 
 
+def test_a_csv_without_columns_names_its_columns_instead_of_training_on_the_header(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_text("id,text\n0,YMCA in South Australia\n1,A second headline\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"news\.csv: a table with the columns id, text; .*data\.columns: \[text\]"):
+        text_source(path)
+
+
+def test_a_jsonl_without_columns_names_its_fields(tmp_path):
+    path = tmp_path / "news.jsonl"
+    path.write_text('{"id": 0, "text": "A headline"}\n{"id": 1, "text": "Another"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="columns id, text"):
+        text_source(path)
+
+
+def test_a_one_column_table_needs_no_columns_and_its_header_is_not_a_sentence(tmp_path):
+    path = tmp_path / "sentences.csv"
+    path.write_text("sentence\nA man plays a guitar.\nA woman reads.\n", encoding="utf-8")
+    source = text_source(path)
+    assert [source[i] for i in range(len(source))] == ["A man plays a guitar.", "A woman reads."]
+
+
 class FixedEmbeddings(EvalContext):
     """Embeds sentence ``s`` as ``table[s]``."""
 
