@@ -21,7 +21,8 @@ from toolkit.engine import Trainer
 from toolkit.recipe import load_and_resolve
 
 from selfsup_image.datasources import ImageFolder, ImageNpz
-from selfsup_sequence.datasources import AudioFolder
+from selfsup_sequence.datasources import AudioFolder, ucr_npz, ucr_ts
+from selfsup_sequence.series import series_file
 
 TINY_IMAGE_RECIPE = """
 name: flat-folder
@@ -141,3 +142,89 @@ def test_without_holdout_evaluation_says_there_is_no_test_split_and_skips(tmp_pa
     log, _ = train(tmp_path, TINY_IMAGE_RECIPE.format(path=photos(tmp_path / "photos"), extra=", holdout_fraction: 0"))
     assert "evaluators that need a test split are skipped" in log
     assert sum("skipped: " in line and "no test split" in line for line in log.splitlines()) == 2
+
+
+# time series
+
+def test_a_csv_with_one_series_per_row_gives_labelled_series_and_a_held_out_test_split(tmp_path):
+    path = tmp_path / "series.csv"
+    rows = [f"{i},{'up' if i % 2 else 'down'}," + ",".join(str(i + t) for t in range(6)) for i in range(20)]
+    path.write_text("id,label," + ",".join(f"t{t}" for t in range(6)) + "\n" + "\n".join(rows) + "\n")
+    train = series_file(path, label_column="label", id_column="id")
+    test = series_file(path, split="test", label_column="label", id_column="id")
+    assert train[0].shape == (1, 6) and train.class_names == ["down", "up"] and len(test) == 2
+    assert {float(train[i][0, 0]) for i in range(len(train))}.isdisjoint(float(test[i][0, 0]) for i in range(2))
+
+
+def test_a_csv_with_time_as_rows_groups_channels_into_series_by_id(tmp_path):
+    path = tmp_path / "sensors.csv"
+    lines = ["id,ax,ay,activity"] + [f"{s},{s + t},{-t},{'walk' if s else 'run'}" for s in range(3) for t in range(4 + s)]
+    path.write_text("\n".join(lines) + "\n")
+    source = series_file(path, split="all", time="rows", id_column="id", label_column="activity")
+    assert source.series.shape == (3, 2, 6) and torch.isnan(source[0][:, 4:]).all()
+    assert source.labels.tolist() == [0, 1, 1] and source.class_names == ["run", "walk"]
+
+
+def test_one_long_recording_is_cut_into_windows_labelled_by_their_most_frequent_label(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("x,state\n" + "".join(f"{t},{'a' if t < 5 else 'b'}\n" for t in range(12)))
+    source = series_file(path, split="all", time="rows", label_column="state", segment_length=4)
+    assert source.series.shape == (3, 1, 4) and source.labels.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="set data.segment_length"):
+        series_file(path, time="rows", label_column="state")
+
+
+def test_an_npy_with_channels_last_and_a_label_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(10, 50, 3)))
+    np.save(tmp_path / "y.npy", np.arange(10) % 2)
+    source = series_file(tmp_path / "x.npy", split="all", labels=tmp_path / "y.npy", channels_last=True)
+    assert source[0].shape == (3, 50) and source.num_classes == 2
+    assert series_file(tmp_path / "x.npy", channels_last=True).labels is None
+
+
+def test_a_parquet_table_reads_like_a_csv(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    table = {"label": ["a", "b"] * 5, **{f"t{t}": [float(i + t) for i in range(10)] for t in range(8)}}
+    pyarrow.parquet.write_table(pyarrow.table(table), tmp_path / "s.parquet")
+    source = series_file(tmp_path / "s.parquet", split="all", label_column="label")
+    assert source.series.shape == (10, 1, 8) and source.labels.tolist() == [0, 1] * 5
+
+
+@pytest.mark.parametrize("name", ["x.npy", "x.csv"])
+def test_ucr_npz_on_another_file_points_to_the_series_source(tmp_path, name):
+    np.save(tmp_path / "x.npy", np.zeros((4, 8)))
+    (tmp_path / "x.csv").write_text("t0,t1\n1,2\n")
+    with pytest.raises(ValueError, match=r"data: \{name: series"):
+        ucr_npz(tmp_path / name)
+
+
+def test_an_unlabelled_ucr_npz_trains_without_y(tmp_path):
+    np.savez(tmp_path / "u.npz", x_train=np.zeros((10, 2, 30), np.float32))
+    source = ucr_npz(tmp_path / "u.npz")
+    assert source.labels is None and len(source) == 9 and source[0].shape == (2, 30)
+
+
+def test_an_unlabelled_ts_file_reads(tmp_path):
+    (tmp_path / "u.ts").write_text("@classLabel false\n@data\n1,2,3:4,5,6\n1,2:3,4\n")
+    source = ucr_ts(tmp_path / "u.ts", split="all")
+    assert source.labels is None and source.series.shape == (2, 2, 3)
+
+
+def test_cpc_trains_on_a_csv_of_series_and_probes_its_held_out_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [f"{c}," + ",".join(f"{v:.4f}" for v in np.sin(np.arange(64) * (0.2 + 0.4 * c)) + rng.normal(0, .1, 64))
+            for c in (0, 1) for _ in range(20)]
+    (tmp_path / "waves.csv").write_text("label," + ",".join(f"t{t}" for t in range(64)) + "\n" + "\n".join(rows))
+    recipe = f"""
+data: {{name: series, path: {tmp_path / 'waves.csv'}, label_column: label}}
+augmentation: {{name: cpc-series, window: 48}}
+encoder: {{name: cpc-series, channels: 8, hidden_dim: 8}}
+objective: {{name: cpc, prediction_steps: 2, num_negatives: 4}}
+schedule: {{epochs: 1, max_steps: 2}}
+trainer: {{batch_size: 8, device: cpu}}
+eval: {{evaluators: [{{name: knn, k: 3}}]}}
+"""
+    log, _ = train(tmp_path, recipe)
+    assert "series file" in log and "4 of 40 items" in log and "knn_top1" in log

@@ -5,8 +5,9 @@ are int64 class indices chosen by the ``label`` parameter.
   ``label``, ``speaker``, ``is_test``, ``sample_rate``); labels ``digit`` or ``speaker``.
 - ``audio-folder``: ``.wav`` (PCM, read with the standard library) and ``.flac`` (read with
   ``soundfile``, a dependency of selfsup) files under ``path/<split>/``; the label is the first folder level.
-- ``ucr-npz``: ``x_{split}`` float ``(N, C, L)`` (NaN-padded when lengths vary), ``y_{split}``.
+- ``ucr-npz``: ``x_{split}`` float ``(N, C, L)`` (NaN-padded when lengths vary), optional ``y_{split}``.
 - ``ucr-ts``: UCR/UEA ``.ts`` files ``<Name>_TRAIN.ts`` / ``<Name>_TEST.ts`` (see :mod:`tsfile`).
+- ``series`` (:mod:`series`): CSV/TSV, ``.npy`` and parquet files; the UCR sources share its code.
 
 Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio.
 """
@@ -23,6 +24,7 @@ import torch
 import torchaudio.functional as AF  # light (40 ms), and a broken torchaudio build then fails the plugin's load
 from torch import Tensor
 
+from selfsup_sequence.series import SeriesSet, series_split
 from selfsup_sequence.tsfile import read_ts
 from toolkit.data import holdout_split, split_folder, subset_indices
 from toolkit.interfaces import DataSource
@@ -116,47 +118,48 @@ class AudioFolder(DataSource):
         return _resample(audio, rate, int(self.sample_rate or rate))
 
 
-class UCRNpz(DataSource):
-    """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)``, ``y_{split}`` int labels.
+def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
+            holdout_fraction: float = 0.1) -> SeriesSet:
+    """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)`` (or ``(N, L)``), optional
+    ``y_{split}`` int labels (without them the data is unlabelled).
 
-    Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it).
-    ``label: class`` is the only label UCR data carries.
+    Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it). A
+    file without ``x_test`` has no test split: ``train`` and ``test`` are a seeded held-out split
+    of ``x_train`` (``eval.holdout_fraction``). ``label: class`` is the only label UCR data carries.
     """
+    path = _existing(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"ucr-npz: {path} is not an .npz archive; for a .npy array or a CSV/parquet table use "
+                         f"data: {{name: series, path: {path.name}}} (docs/sequences.md shows the layouts)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"ucr-npz: {path} is not a readable .npz archive ({error}); for other files use the "
+                         f"series data source") from None
+    with archive:
+        one_list = "x_test" not in archive.files and split in ("train", "test", "all")
+        key = "x_train" if one_list else f"x_{split}"
+        _require(archive.files, [key], path)
+        x = archive[key]
+        y = archive["y" + key[1:]] if "y" + key[1:] in archive.files else None
+    return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})")
 
-    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
-                 limit: int | None = None) -> None:
-        with np.load(_existing(path)) as archive:
-            _require(archive.files, [f"x_{split}", f"y_{split}"], path)
-            x, y = archive[f"x_{split}"], archive[f"y_{split}"]
-        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, f"{path}: x_{split}")
 
-    def __len__(self) -> int:
-        return len(self.series)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.series[index]
-
-
-class UCRTs(DataSource):
+def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
+           holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
-    ``<Name>_TEST.ts`` (or one ``.ts`` file); variable lengths are NaN-padded at the end."""
-
-    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
-                 limit: int | None = None) -> None:
-        if path.is_dir():
-            found = sorted(path.glob(f"*_{split.upper()}.ts"))
-            if len(found) != 1:
-                raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
-                                        f"{[f.name for f in found] or 'none'}")
-            path = found[0]
-        x, y, self.class_names = read_ts(_existing(path))
-        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, str(path))
-
-    def __len__(self) -> int:
-        return len(self.series)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.series[index]
+    ``<Name>_TEST.ts``, or one ``.ts`` file (then ``train`` and ``test`` are a seeded held-out
+    split of it, ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files
+    with ``@classLabel false`` are unlabelled."""
+    one_list = not path.is_dir()
+    if path.is_dir():
+        found = sorted(path.glob(f"*_{split.upper()}.ts"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
+                                    f"{[f.name for f in found] or 'none'}")
+        path = found[0]
+    x, y, class_names = read_ts(_existing(path))
+    return series_split(x, y, split, one_list, limit, holdout_fraction, str(path), class_names)
 
 
 def read_audio(file: Path) -> tuple[Tensor, int]:
@@ -202,16 +205,6 @@ def _read_flac(file: Path) -> tuple[Tensor, int]:
 
 def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
     return audio if rate == target else AF.resample(audio, rate, target)
-
-
-def _series_and_labels(x: np.ndarray, y: np.ndarray, limit: int | None, where: str) -> tuple[Tensor, Tensor, int]:
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"{where}: series must be (N, C, L) or (N, L), got shape {x.shape}")
-    keep = subset_indices(len(x), limit).numpy()
-    labels = y.astype(np.int64)
-    return torch.from_numpy(x[keep].astype(np.float32)), torch.from_numpy(labels[keep]), int(labels.max()) + 1
 
 
 def _existing(path: Path) -> Path:
