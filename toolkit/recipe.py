@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from toolkit import schema
+from toolkit import compatibility, schema
 from toolkit.config import BestSelection, EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.optim import OPTIMIZERS
 from toolkit.plugins import INJECTED, PluginError, Plugins, UnknownComponentError
@@ -152,6 +152,7 @@ def resolve(document: RecipeDocument, plugins: Plugins) -> Recipe:
     for section, config_type in CONFIG_SECTIONS.items():
         resolved[section] = _resolve_config(document, (section,), values.get(section) or {}, config_type)
     resolved["eval"] = _resolve_eval(document, resolved["eval"], resolved["data"], plugins)
+    compatibility.check(resolved, plugins, str(document.path or "recipe"))
     return Recipe(resolved, document.path)
 
 

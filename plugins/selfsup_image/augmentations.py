@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
 
 if TYPE_CHECKING:  # torchvision is imported when an augmentation is built, not when the plugin registers
     from torchvision.transforms import v2
 
 
+@declare(lambda p: Contract(consumes={"image"}, produces={"image"},
+                            views=p.get("n_views", 2) + p.get("local_crops", 0)))
 class SimCLRAugmentation(Augmentation):
     """Random resized crop, horizontal flip, colour jitter, grayscale and Gaussian blur
     (Chen et al. 2020, appendix A), applied independently to make ``n_views`` views.

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.data import holdout_split, split_folder, subset_indices
 from toolkit.interfaces import DataSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
+@declare(Contract(produces={"image"}))
 class ImageNpz(DataSource):
     """Decoded images in an ``.npz``: ``x_{split}`` (or one list ``x``) uint8 ``(N, H, W[, C])``
     and optional labels ``y_{split}`` (or ``y``) integer ``(N,)``; without labels the data is
@@ -57,6 +59,7 @@ class ImageNpz(DataSource):
         return self.images[index]
 
 
+@declare(Contract(produces={"image"}))
 class JpegNpz(DataSource):
     """JPEG bytes in an ``.npz`` (the layout of ``cifar10_jpeg.npz``): ``jpeg_{split}`` uint8
     (concatenated files), ``offsets_{split}`` int64 ``(N + 1,)``, optional ``y_{split}``. A file
@@ -96,6 +99,7 @@ class JpegNpz(DataSource):
                              f"re-create the file from its source") from None
 
 
+@declare(Contract(produces={"image"}))
 class ImageFolder(DataSource):
     """Image files in a folder (found recursively, decoded as RGB on access):
 

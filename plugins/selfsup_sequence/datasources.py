@@ -26,12 +26,14 @@ from torch import Tensor
 
 from selfsup_sequence.series import SeriesSet, series_split
 from selfsup_sequence.tsfile import read_ts
+from toolkit.compatibility import Contract, declare
 from toolkit.data import holdout_split, split_folder, subset_indices
 from toolkit.interfaces import DataSource
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
 
+@declare(Contract(produces={"sequence"}))
 class FSDD(DataSource):
     """The Free Spoken Digit Dataset (3,000 recordings, 8 kHz, 6 speakers) in its npz layout.
 
@@ -66,6 +68,7 @@ class FSDD(DataSource):
         return _resample(wav, self.native_rate, self.sample_rate)
 
 
+@declare(Contract(produces={"sequence"}))
 class AudioFolder(DataSource):
     """Audio files under ``path/<split>/``, found recursively and sorted; with ``label: folder``
     the class is the first folder level below that root (LibriSpeech: the speaker;
@@ -118,6 +121,7 @@ class AudioFolder(DataSource):
         return _resample(audio, rate, int(self.sample_rate or rate))
 
 
+@declare(Contract(produces={"sequence"}))
 def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
             holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)`` (or ``(N, L)``), optional
@@ -145,6 +149,7 @@ def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class",
     return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})")
 
 
+@declare(Contract(produces={"sequence"}))
 def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
            holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and

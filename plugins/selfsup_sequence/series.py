@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.data import holdout_split, subset_indices
 from toolkit.interfaces import DataSource
 
@@ -65,6 +66,7 @@ def series_split(x: np.ndarray, y: np.ndarray | None, split: str, one_list: bool
                      labels[chosen] if labels is not None else None, class_names, note)
 
 
+@declare(Contract(produces={"sequence"}))
 def series_file(
     path: Path,
     split: str = "train",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.compatibility import Contract, declare
 from toolkit.data import subset_indices
 from toolkit.interfaces import DataSource
 
@@ -29,6 +30,7 @@ TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+@declare(Contract(produces={"text"}))
 def text_source(
     path: Path, split: str = "train", columns: list[str] | None = None, limit: int | None = None
 ) -> DataSource:

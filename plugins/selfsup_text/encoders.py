@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from torch import Tensor
 
 from selfsup_text.export import save_pretrained
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # transformers is imported when an encoder is built, not when the plugin registers
@@ -23,6 +24,7 @@ Pooling = Literal["cls", "cls_before_pooler", "mean"]
 PACKAGE_PREFIX = "pkg:"
 
 
+@declare(Contract(consumes={"text"}, produces={"tokens"}))
 class HFTransformerEncoder(Encoder):
     """A ``transformers`` model, ``{input_ids, attention_mask, ...} -> h: (N, hidden_size)``.
 
