@@ -9,11 +9,13 @@ are int64 class indices chosen by the ``label`` parameter.
 - ``ucr-ts``: UCR/UEA ``.ts`` files ``<Name>_TRAIN.ts`` / ``<Name>_TEST.ts`` (see :mod:`tsfile`).
 - ``series`` (:mod:`series`): CSV/TSV, ``.npy`` and parquet files; the UCR sources share its code.
 
-Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio.
+Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio and read
+``.flac`` with soundfile: both come with ``selfsup-toolkit[audio]``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import wave
 from pathlib import Path
@@ -21,14 +23,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchaudio.functional as AF  # light (40 ms), and a broken torchaudio build then fails the plugin's load
 from torch import Tensor
 
 from selfsup_sequence.series import SeriesSet, series_split
 from selfsup_sequence.tsfile import read_ts
 from toolkit.compatibility import Contract, declare
 from toolkit.data import holdout_split, split_folder, subset_indices
+from toolkit.extras import require
 from toolkit.interfaces import DataSource
+
+if importlib.util.find_spec("torchaudio") is not None:
+    # light (40 ms), and imported now so that a torchaudio build that does not match torch fails
+    # this plugin's load (reported by `selfsup plugins`) instead of a run; when torchaudio is not
+    # installed, resampling says which extra installs it
+    import torchaudio.functional  # noqa: F401
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -194,11 +202,7 @@ def read_audio(file: Path) -> tuple[Tensor, int]:
 
 
 def _read_flac(file: Path) -> tuple[Tensor, int]:
-    try:
-        import soundfile
-    except ImportError:
-        raise ValueError(f"{file}: reading .flac needs the soundfile package, which selfsup depends on; "
-                         f"reinstall selfsup-toolkit (pip install soundfile) or convert the files to .wav") from None
+    soundfile = require("soundfile", f"reading {file} (.flac; .wav needs nothing)")
     try:
         data, rate = soundfile.read(str(file), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises its own LibsndfileError and RuntimeError
@@ -209,7 +213,10 @@ def _read_flac(file: Path) -> tuple[Tensor, int]:
 
 
 def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
-    return audio if rate == target else AF.resample(audio, rate, target)
+    if rate == target:
+        return audio
+    return require("torchaudio.functional", f"resampling audio from {rate} to {target} Hz").resample(
+        audio, rate, target)
 
 
 def _existing(path: Path) -> Path:

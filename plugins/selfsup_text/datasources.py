@@ -18,6 +18,7 @@ import numpy as np
 
 from toolkit.compatibility import Contract, declare
 from toolkit.data import subset_indices
+from toolkit.extras import require
 from toolkit.interfaces import DataSource
 
 TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -126,7 +127,7 @@ class TextTable(DataSource):
     """Named string columns of a local table file read by ``datasets`` (memory-mapped Arrow)."""
 
     def __init__(self, path: Path, columns: list[str], limit: int | None = None) -> None:
-        import datasets
+        datasets = require("datasets", f"reading the table {path}")
 
         if not columns:
             raise ValueError("data.columns: name at least one column, or leave it out for a one-sentence-per-line "

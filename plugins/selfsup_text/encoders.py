@@ -15,6 +15,7 @@ from torch import Tensor
 
 from selfsup_text.export import save_pretrained
 from toolkit.compatibility import Contract, declare
+from toolkit.extras import require
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # transformers is imported when an encoder is built, not when the plugin registers
@@ -60,7 +61,9 @@ class HFTransformerEncoder(Encoder):
         super().__init__()
         if max_length < 2:
             raise ValueError(f"encoder.max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        transformers = require("transformers", "encoder hf-transformer")
+        AutoConfig, AutoModel, AutoTokenizer = (transformers.AutoConfig, transformers.AutoModel,
+                                                transformers.AutoTokenizer)
 
         self.source = resolve_model(model)
         self.pooling, self.max_length = pooling, max_length
