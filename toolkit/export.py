@@ -15,7 +15,7 @@ from typing import Any, Callable
 from safetensors.torch import load_model, save_model
 
 from toolkit.interfaces import Encoder
-from toolkit.plugins import Plugins, default_plugins
+from toolkit.plugins import Plugins, default_plugins, discover
 from toolkit.recipe import build
 
 FORMAT = "selfsup-encoder"
@@ -42,6 +42,7 @@ def export_encoder(
         "encoder": encoder_block,
         "augmentation": augmentation_block,
         "plugin": component.plugin,
+        "augmentation_plugin": plugins.get("augmentation", augmentation_block["name"]).plugin,
         "plugin_version": info.version if info else None,
         "output_dim": encoder.output_dim,
         "output_kind": encoder.output_kind,
@@ -56,18 +57,33 @@ def export_encoder(
 
 
 def load_encoder(path: str | Path, plugins: Plugins | None = None) -> Encoder:
-    """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode."""
-    plugins = plugins or default_plugins()
+    """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode.
+
+    Without ``plugins``, only the plugins the export names are loaded (an image encoder imports
+    no text, audio or video library).
+    """
     metadata = read_metadata(path)
-    encoder = build(plugins, "encoder", metadata["encoder"])
+    encoder = build(plugins or _plugins_for(metadata), "encoder", metadata["encoder"])
     load_model(encoder, str(Path(path) / WEIGHTS))
     return encoder.eval()
 
 
 def load_eval_transform(path: str | Path, plugins: Plugins | None = None) -> Callable[[Any], Any]:
-    """The deterministic input transform (resize, crop, ...) the exported encoder was evaluated with."""
-    plugins = plugins or default_plugins()
-    return build(plugins, "augmentation", read_metadata(path)["augmentation"]).eval_transform
+    """The deterministic input transform (resize, crop, ...) the exported encoder was evaluated
+    with: a raw item in, one model input out (the image plugin's takes a PIL image, an
+    ``(H, W[, C])`` numpy array, an image file path or a uint8 ``(C, H, W)`` tensor)."""
+    metadata = read_metadata(path)
+    return build(plugins or _plugins_for(metadata), "augmentation", metadata["augmentation"]).eval_transform
+
+
+def _plugins_for(metadata: dict[str, Any]) -> Plugins:
+    """The installed plugins that registered the export's encoder and augmentation (and the
+    core), or all of them for exports that do not say (older ones, local plugins)."""
+    named = {"core", metadata.get("plugin"), metadata.get("augmentation_plugin")}
+    if None in named:
+        return default_plugins()
+    plugins = discover(only=named)  # type: ignore[arg-type]
+    return plugins if named <= {n for n, i in plugins.infos.items() if i.error is None} else default_plugins()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
