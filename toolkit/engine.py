@@ -240,7 +240,8 @@ class Trainer:
 
     def export(self, out_dir: Path) -> Path:
         return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
-                              out_dir, self.plugins, {"recipe": self.recipe.name, "step": self.step})
+                              out_dir, self.plugins,
+                              {"recipe": self.recipe.name, "step": self.step, "metrics": self.last_eval})
 
     def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything a resume needs; ``rng`` holds each process's random state, in rank order."""

@@ -8,6 +8,7 @@ plugin registry and loads the weights; nothing is unpickled. An encoder with a
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +51,9 @@ def export_encoder(
     }
     if encoder.native_format is not None:
         metadata["native"] = encoder.native_format
-        encoder.save_native(out_dir / encoder.native_format)
+        # metadata (for a model card) goes to encoders whose save_native asks for it
+        wants_metadata = "metadata" in inspect.signature(encoder.save_native).parameters
+        encoder.save_native(out_dir / encoder.native_format, *([metadata] if wants_metadata else []))
     save_model(encoder, str(out_dir / WEIGHTS))
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return out_dir

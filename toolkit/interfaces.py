@@ -118,9 +118,11 @@ class Encoder(nn.Module):
     native_format: str | None = None
     """Name of a framework-native format this encoder can also be saved in (``huggingface``)."""
 
-    def save_native(self, directory: Path) -> None:
+    def save_native(self, directory: Path, metadata: dict[str, Any] | None = None) -> None:
         """Save in ``native_format`` (e.g. ``save_pretrained``); ``selfsup export`` writes it
-        to ``<export>/<native_format>/`` next to the safetensors export."""
+        to ``<export>/<native_format>/`` next to the safetensors export. ``metadata`` is the
+        export's ``encoder.json`` (recipe, step, metrics), for a model card; an override may
+        leave the parameter out."""
         raise NotImplementedError(f"{type(self).__name__} declares no native format")
 
 

@@ -104,17 +104,17 @@ class HFTransformerEncoder(Encoder):
 
     native_format = "huggingface"
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write a Hugging Face folder (model, tokenizer, sentence-transformers modules) to ``out_dir``.
+    def save_pretrained(self, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a Hugging Face folder (model, tokenizer, sentence-transformers modules, model card) to ``out_dir``.
 
         ``transformers.AutoModel.from_pretrained(out_dir)`` and
         ``sentence_transformers.SentenceTransformer(out_dir)`` load it; see :mod:`selfsup_text.export`.
         ``selfsup export`` (and the end of training) writes it to ``<export>/huggingface/``.
         """
-        return save_pretrained(self, out_dir)
+        return save_pretrained(self, out_dir, metadata)
 
-    def save_native(self, directory: Path) -> None:
-        self.save_pretrained(directory)
+    def save_native(self, directory: Path, metadata: dict[str, Any] | None = None) -> None:
+        self.save_pretrained(directory, metadata)
 
 
 class TokenizeBatch:
