@@ -154,13 +154,16 @@ def test_an_exported_image_encoder_takes_pil_images_arrays_and_paths_and_imports
     from toolkit.recipe import build
 
     plugins = default_plugins()
-    encoder_block, augmentation_block = {"name": "resnet18", "width": 4, "stem": "cifar"}, {"name": "simclr", "size": 16}
-    export_encoder(build(plugins, "encoder", encoder_block), encoder_block, augmentation_block, tmp_path / "enc", plugins)
+    encoder_block = {"name": "resnet18", "width": 4, "stem": "cifar"}
+    augmentation_block = {"name": "simclr", "size": 16}
+    export_encoder(build(plugins, "encoder", encoder_block), encoder_block, augmentation_block, tmp_path / "enc",
+                   plugins)
     Image.new("RGB", (20, 24), (200, 30, 10)).save(tmp_path / "photo.png")
     code = f"""
 import sys, numpy as np, torch, toolkit
 from PIL import Image
-encoder, transform = toolkit.load_encoder({str(tmp_path / 'enc')!r}), toolkit.load_eval_transform({str(tmp_path / 'enc')!r})
+encoder = toolkit.load_encoder({str(tmp_path / 'enc')!r})
+transform = toolkit.load_eval_transform({str(tmp_path / 'enc')!r})
 image = Image.open({str(tmp_path / 'photo.png')!r})
 inputs = [image, np.asarray(image), np.asarray(image) / 255.0, {str(tmp_path / 'photo.png')!r},
           torch.from_numpy(np.asarray(image)).permute(2, 0, 1)]

@@ -158,7 +158,8 @@ def test_a_csv_with_one_series_per_row_gives_labelled_series_and_a_held_out_test
 
 def test_a_csv_with_time_as_rows_groups_channels_into_series_by_id(tmp_path):
     path = tmp_path / "sensors.csv"
-    lines = ["id,ax,ay,activity"] + [f"{s},{s + t},{-t},{'walk' if s else 'run'}" for s in range(3) for t in range(4 + s)]
+    lines = ["id,ax,ay,activity"] + [f"{s},{s + t},{-t},{'walk' if s else 'run'}"
+                                     for s in range(3) for t in range(4 + s)]
     path.write_text("\n".join(lines) + "\n")
     source = series_file(path, split="all", time="rows", id_column="id", label_column="activity")
     assert source.series.shape == (3, 2, 6) and torch.isnan(source[0][:, 4:]).all()
