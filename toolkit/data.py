@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from toolkit.interfaces import Augmentation, Batch, DataSource
+from toolkit.interfaces import Augmentation, Batch, DataSource, NotEvaluable
 
 
 @dataclass(frozen=True)
@@ -191,3 +192,77 @@ def subset_indices(size: int, limit: int | None, seed: int = 0) -> torch.Tensor:
         raise ValueError(f"data.limit must be positive, got {limit}")
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(size, generator=generator)[:limit].sort().values
+
+
+class NoTestSplit(NotEvaluable, ValueError):
+    """The data has no test split and ``eval.holdout_fraction`` is 0, so none is held out."""
+
+
+HOLDOUT_SEED = 0
+"""The held-out items depend on the data only, never on ``trainer.seed``: runs stay comparable."""
+
+
+def holdout_split(
+    size: int, split: str, fraction: float, labels: torch.Tensor | None = None, where: str = "the data"
+) -> tuple[torch.Tensor, str]:
+    """Indices ``(M,)`` (ascending) of ``split`` in one list of ``size`` items that has no splits
+    of its own, and a sentence saying where the split came from (the engine prints it).
+
+    ``test`` is a seeded random ``fraction`` of the items, drawn per class when ``labels (size,)``
+    are given (every class with two items or more keeps at least one on each side); ``train`` is
+    the rest; ``all`` is every item. With ``fraction`` 0 nothing is held out: ``train`` is every
+    item and ``test`` raises :class:`NoTestSplit`, so that evaluation skips what needs it
+    instead of measuring on the training items.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"eval.holdout_fraction must be in [0, 1), got {fraction}")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"{where} has no split named {split!r}: it is one list of items, split into train and "
+                         f"test (a held-out eval.holdout_fraction) or taken whole with split: all")
+    if split == "all":
+        return torch.arange(size), f"{where}: every one of its {size} items (split: all)"
+    if fraction == 0:
+        if split == "test":
+            raise NoTestSplit(f"{where} has no test split and eval.holdout_fraction is 0, so there is nothing to "
+                              f"evaluate on; set eval.holdout_fraction (e.g. 0.1) or point eval.test_data at test data")
+        return torch.arange(size), (f"{where} has no test split and eval.holdout_fraction is 0: training on all "
+                                    f"{size} items; evaluators that need a test split are skipped")
+    held = _held_out(size, fraction, labels)
+    chosen = held if split == "test" else ~held
+    note = (f"{where} has no test split: evaluating on a seeded held-out {fraction:g} of it "
+            f"({int(held.sum())} of {size} items, eval.holdout_fraction), training on the other {int((~held).sum())}")
+    return chosen.nonzero().flatten(), note
+
+
+def split_folder(root: Path, split: str) -> tuple[Path, bool]:
+    """The folder that holds ``split`` in a folder layout, and whether it is one list to split
+    with :func:`holdout_split` (``True``) or the split's own folder (``False``).
+
+    A layout with a ``test/`` folder has its splits: ``root/<split>/``. Otherwise its items
+    are one list, ``root/train/`` if that exists, else ``root`` itself, and ``train``,
+    ``test`` and ``all`` are taken from it. Any other ``split`` names a folder
+    (``train-clean-100``).
+    """
+    if split not in ("train", "test", "all") or (root / "test").is_dir():
+        if not (root / split).is_dir():
+            folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            raise FileNotFoundError(f"{root}: no {split}/ folder for data.split {split!r} (folders there: "
+                                    f"{', '.join(folders) or 'none'})")
+        return root / split, False
+    return (root / "train" if (root / "train").is_dir() else root), True
+
+
+def _held_out(size: int, fraction: float, labels: torch.Tensor | None) -> torch.Tensor:
+    """A boolean mask ``(size,)`` of the held-out items, per class when labels are given."""
+    generator = torch.Generator().manual_seed(HOLDOUT_SEED)
+    groups = [torch.arange(size)] if labels is None else [
+        (labels == c).nonzero().flatten() for c in labels.unique()]
+    held = torch.zeros(size, dtype=torch.bool)
+    for group in groups:
+        count = round(fraction * len(group))
+        if len(group) >= 2:
+            count = min(max(count, 1), len(group) - 1)
+        held[group[torch.randperm(len(group), generator=generator)[:count]]] = True
+    if not held.any() and size >= 2:  # tiny data: still never evaluate on training items
+        held[torch.randint(size, (1,), generator=generator)] = True
+    return held

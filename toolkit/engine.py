@@ -94,6 +94,8 @@ class Trainer:
 
         self.encoder: Encoder = build(plugins, "encoder", recipe.section("encoder"))
         self.source: DataSource = self._data_source(recipe.section("data"))
+        if self.source.split_note:
+            print(f"data: {self.source.split_note}", file=self.log, flush=True)
         self.augmentation: Augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
         projector = build(plugins, "projector", recipe.section("projector"), input_dim=self.encoder.output_dim)
         self.plan = BatchPlan(len(self.source), self.config.batch_size, self.config.seed,
@@ -283,7 +285,8 @@ class Trainer:
             self.device, self.eval_config.batch_size, self.autocast_dtype)
         started = time.perf_counter()
         with checkpoint.rng_preserved():  # evaluation must not shift the training's random draws
-            metrics = run_evaluators(self.evaluators, context)
+            metrics = run_evaluators(self.evaluators, context,
+                                     lambda line: print(f"[{tag} step {self.step}] {line}", file=self.log, flush=True))
         self._append_metrics({"kind": tag, "step": self.step, "epoch": self.epoch, **metrics})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)", file=self.log, flush=True)
@@ -309,7 +312,8 @@ class Trainer:
 
     def export(self, out_dir: Path) -> Path:
         return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
-                              out_dir, self.plugins, {"recipe": self.recipe.name, "step": self.step})
+                              out_dir, self.plugins,
+                              {"recipe": self.recipe.name, "step": self.step, "metrics": self.last_eval})
 
     def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything a resume needs; ``rng`` holds each process's random state, in rank order."""
@@ -439,7 +443,8 @@ class Trainer:
         self.model.objective.after_step(self.step, self.total_steps)
 
     def _data_source(self, block: dict[str, Any]) -> DataSource:
-        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec)
+        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec,
+                     holdout_fraction=self.eval_config.holdout_fraction)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:

@@ -15,7 +15,16 @@ from annotated_types import Ge, Gt
 import torch.nn.functional as F
 from torch import Tensor
 
-from toolkit.interfaces import Augmentation, DataSource, Encoder, EvalContext, Evaluator, pool, to_device
+from toolkit.interfaces import (
+    Augmentation,
+    DataSource,
+    Encoder,
+    EvalContext,
+    Evaluator,
+    NotEvaluable,
+    pool,
+    to_device,
+)
 
 
 class KNNEvaluator(Evaluator):
@@ -30,8 +39,8 @@ class KNNEvaluator(Evaluator):
         self.k, self.temperature = k, temperature
 
     def evaluate(self, context: EvalContext) -> dict[str, float]:
-        train, train_labels = _labelled(context, "train")
-        test, test_labels = _labelled(context, "test")
+        train, train_labels = _labelled(context, "train", "knn")
+        test, test_labels = _labelled(context, "test", "knn")
         scores = knn_scores(train, train_labels, test, self.k, self.temperature)
         metrics = {"knn_top1": _topk_accuracy(scores, test_labels, 1)}
         if scores.shape[1] > 5:
@@ -50,8 +59,8 @@ class LinearProbeEvaluator(Evaluator):
         self.weight_decay, self.max_iter = weight_decay, max_iter
 
     def evaluate(self, context: EvalContext) -> dict[str, float]:
-        train, train_labels = _labelled(context, "train")
-        test, test_labels = _labelled(context, "test")
+        train, train_labels = _labelled(context, "train", "linear-probe")
+        test, test_labels = _labelled(context, "test", "linear-probe")
         classifier = fit_linear_probe(train, train_labels, self.weight_decay, self.max_iter)
         with torch.no_grad():
             accuracy = (classifier(test).argmax(dim=1) == test_labels).float().mean().item()
@@ -140,10 +149,17 @@ class FeatureContext(EvalContext):
         return torch.cat(chunks)
 
 
-def run_evaluators(evaluators: Sequence[Evaluator], context: EvalContext) -> dict[str, float]:
+def run_evaluators(
+    evaluators: Sequence[Evaluator], context: EvalContext, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """The metrics of every evaluator; one the data cannot support (:class:`NotEvaluable`: no
+    labels, no test split) is skipped with one line to ``log`` and the others still run."""
     metrics: dict[str, float] = {}
     for evaluator in evaluators:
-        metrics.update(evaluator.evaluate(context))
+        try:
+            metrics.update(evaluator.evaluate(context))
+        except NotEvaluable as reason:
+            log(f"skipped: {reason}")
     return metrics
 
 
@@ -157,11 +173,11 @@ class _Standardize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
-def _labelled(context: EvalContext, role: Literal["train", "test"]) -> tuple[Tensor, Tensor]:
+def _labelled(context: EvalContext, role: Literal["train", "test"], name: str) -> tuple[Tensor, Tensor]:
     features, labels = context.features(role)
     if labels is None:
-        raise ValueError(f"this evaluator needs labels, but the {role} data source has none; "
-                         f"remove it from eval.evaluators or use labelled data")
+        raise NotEvaluable(f"{name} needs labels and the {role} data has none (an unlabelled layout); label-free "
+                           f"evaluators still run")
     return features, labels
 
 

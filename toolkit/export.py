@@ -10,6 +10,7 @@ with the safetensors header, so a crafted ``encoder.json`` cannot make it alloca
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from toolkit.interfaces import Encoder
-from toolkit.plugins import Plugins, default_plugins
+from toolkit.plugins import Plugins, default_plugins, discover
 from toolkit.recipe import RecipeError, build
 
 FORMAT = "selfsup-encoder"
@@ -46,6 +47,7 @@ def export_encoder(
         "encoder": encoder_block,
         "augmentation": augmentation_block,
         "plugin": component.plugin,
+        "augmentation_plugin": plugins.get("augmentation", augmentation_block["name"]).plugin,
         "plugin_version": info.version if info else None,
         "output_dim": encoder.output_dim,
         "output_kind": encoder.output_kind,
@@ -53,16 +55,22 @@ def export_encoder(
     }
     if encoder.native_format is not None:
         metadata["native"] = encoder.native_format
-        encoder.save_native(out_dir / encoder.native_format)
+        # metadata (for a model card) goes to encoders whose save_native asks for it
+        wants_metadata = "metadata" in inspect.signature(encoder.save_native).parameters
+        encoder.save_native(out_dir / encoder.native_format, *([metadata] if wants_metadata else []))
     save_model(encoder, str(out_dir / WEIGHTS))
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return out_dir
 
 
 def load_encoder(path: str | Path, plugins: Plugins | None = None) -> Encoder:
-    """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode."""
-    plugins = plugins or default_plugins()
+    """The encoder exported to ``path`` (a folder with ``encoder.json``), in eval mode.
+
+    Without ``plugins``, only the plugins the export names are loaded (an image encoder imports
+    no text, audio or video library).
+    """
     metadata = read_metadata(path)
+    plugins = plugins or _plugins_for(metadata)
     weights = Path(path) / WEIGHTS
     _check_shapes(plugins, metadata, weights)
     encoder = build(plugins, "encoder", metadata["encoder"])
@@ -97,9 +105,21 @@ def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> 
 
 
 def load_eval_transform(path: str | Path, plugins: Plugins | None = None) -> Callable[[Any], Any]:
-    """The deterministic input transform (resize, crop, ...) the exported encoder was evaluated with."""
-    plugins = plugins or default_plugins()
-    return build(plugins, "augmentation", read_metadata(path)["augmentation"]).eval_transform
+    """The deterministic input transform (resize, crop, ...) the exported encoder was evaluated
+    with: a raw item in, one model input out (the image plugin's takes a PIL image, an
+    ``(H, W[, C])`` numpy array, an image file path or a uint8 ``(C, H, W)`` tensor)."""
+    metadata = read_metadata(path)
+    return build(plugins or _plugins_for(metadata), "augmentation", metadata["augmentation"]).eval_transform
+
+
+def _plugins_for(metadata: dict[str, Any]) -> Plugins:
+    """The installed plugins that registered the export's encoder and augmentation (and the
+    core), or all of them for exports that do not say (older ones, local plugins)."""
+    named = {"core", metadata.get("plugin"), metadata.get("augmentation_plugin")}
+    if None in named:
+        return default_plugins()
+    plugins = discover(only=named)  # type: ignore[arg-type]
+    return plugins if named <= {n for n, i in plugins.infos.items() if i.error is None} else default_plugins()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

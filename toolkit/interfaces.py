@@ -55,11 +55,15 @@ class DataSource(abc.ABC):
     """Raw items of one split: ``source[i]`` is an item (uint8 image ``(C, H, W)``, a string, ...).
 
     Factories must accept ``split: str``; they may also accept ``limit: int | None`` to take the
-    first items only. ``labels`` is an int64 tensor ``(len(source),)`` or ``None``.
+    first items only. ``labels`` is an int64 tensor ``(len(source),)`` or ``None`` (unlabelled
+    data). A layout without a test split of its own makes ``train`` and ``test`` from one list
+    (:func:`toolkit.data.holdout_split`: factories that ask for ``holdout_fraction`` receive
+    ``eval.holdout_fraction``) and says so in ``split_note``, which the engine prints.
     """
 
     labels: Tensor | None = None
     num_classes: int | None = None
+    split_note: str | None = None
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -114,9 +118,11 @@ class Encoder(nn.Module):
     native_format: str | None = None
     """Name of a framework-native format this encoder can also be saved in (``huggingface``)."""
 
-    def save_native(self, directory: Path) -> None:
+    def save_native(self, directory: Path, metadata: dict[str, Any] | None = None) -> None:
         """Save in ``native_format`` (e.g. ``save_pretrained``); ``selfsup export`` writes it
-        to ``<export>/<native_format>/`` next to the safetensors export."""
+        to ``<export>/<native_format>/`` next to the safetensors export. ``metadata`` is the
+        export's ``encoder.json`` (recipe, step, metrics), for a model card; an override may
+        leave the parameter out."""
         raise NotImplementedError(f"{type(self).__name__} declares no native format")
 
 
@@ -151,10 +157,19 @@ class Objective(nn.Module):
 
 
 class Evaluator(abc.ABC):
-    """Measures an encoder; returns flat metrics like ``{"knn_top1": 0.81}``."""
+    """Measures an encoder; returns flat metrics like ``{"knn_top1": 0.81}``.
+
+    An evaluator that the data cannot support (no labels, no test split) raises
+    :class:`NotEvaluable`; evaluation then skips it with that message and runs the others.
+    """
 
     @abc.abstractmethod
     def evaluate(self, context: EvalContext) -> dict[str, float]: ...
+
+
+class NotEvaluable(Exception):
+    """The data cannot support an evaluator (unlabelled data, no test split); the message says
+    which evaluator is skipped and why. :func:`toolkit.evaluation.run_evaluators` catches it."""
 
 
 class EvalContext(abc.ABC):

@@ -39,7 +39,7 @@ KINDS: dict[str, str] = {
 INJECTED: dict[str, frozenset[str]] = {
     "projector": frozenset({"input_dim"}),
     "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
-    "datasource": frozenset({"input_spec"}),
+    "datasource": frozenset({"input_spec", "holdout_fraction"}),
     "optimizer": frozenset({"params"}),
 }
 """Factory parameters the engine supplies (by name) rather than the recipe."""
@@ -219,13 +219,14 @@ class Plugins:
             self.infos[plugin].recipes = []
 
 
-def discover(extra: dict[str, ModuleType] | None = None) -> Plugins:
-    """Load every ``selfsup`` entry point (minus blocked ones) plus ``extra`` modules."""
+def discover(extra: dict[str, ModuleType] | None = None, only: set[str] | None = None) -> Plugins:
+    """Load every ``selfsup`` entry point (minus blocked ones; only those named in ``only``
+    when given) plus ``extra`` modules."""
     plugins = Plugins()
     blocked = disabled_plugins()
     own_distribution = "selfsup-toolkit"
     for entry_point in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
-        if entry_point.name in blocked:
+        if entry_point.name in blocked or (only is not None and entry_point.name not in only):
             continue
         dist = entry_point.dist
         info = PluginInfo(

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from toolkit import schema
+from toolkit import compatibility, schema
 from toolkit.config import BestSelection, EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.optim import OPTIMIZERS
 from toolkit.plugins import INJECTED, PluginError, Plugins, UnknownComponentError
@@ -181,6 +181,7 @@ def resolve(document: RecipeDocument, plugins: Plugins, trust_plugins: bool = Tr
     for section, config_type in CONFIG_SECTIONS.items():
         resolved[section] = _resolve_config(document, (section,), values.get(section) or {}, config_type)
     resolved["eval"] = _resolve_eval(document, resolved["eval"], resolved["data"], plugins)
+    compatibility.check(resolved, plugins, str(document.path or "recipe"))
     return Recipe(resolved, document.path)
 
 
@@ -415,13 +416,13 @@ class ComponentError(ValueError):
 def build(plugins: Plugins, kind: str, block: dict[str, Any], **available: Any) -> Any:
     """Instantiate the component ``block`` names, passing the injected values it asks for.
 
-    A ``ValueError`` or ``OSError`` is the factory's own message about its input and passes as
-    it is; anything else (a ``KeyError``, say) is re-raised naming the recipe section, the
-    component and its plugin."""
+    A ``ValueError``, ``OSError`` or ``ImportError`` (a missing extra) is the factory's own
+    message about its input or environment and passes as it is; anything else (a ``KeyError``,
+    say) is re-raised naming the recipe section, the component and its plugin."""
     component = plugins.get(kind, block["name"])
     try:
         return call_factory(component.factory, kind, block, **available)
-    except (ValueError, OSError):
+    except (ValueError, OSError, ImportError):
         raise
     except Exception as error:
         section = {v: k for k, v in COMPONENT_SECTIONS.items()}.get(kind, "eval.evaluators")

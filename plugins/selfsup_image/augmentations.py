@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.limits import Fraction, FractionRange, NonNegative, NonNegativeFloat, Positive, Probability
 from toolkit.interfaces import Augmentation
 
 if TYPE_CHECKING:  # torchvision is imported when an augmentation is built, not when the plugin registers
+    from PIL import Image as PILImage
     from torchvision.transforms import v2
 
+ImageLike = Union[Tensor, np.ndarray, str, Path, "PILImage.Image"]
+"""What an evaluation transform takes: a uint8 ``(C, H, W)`` tensor, a numpy array, a path or a PIL image."""
 
+
+@declare(lambda p: Contract(consumes={"image"}, produces={"image"},
+                            views=p.get("n_views", 2) + p.get("local_crops", 0)))
 class SimCLRAugmentation(Augmentation):
     """Random resized crop, horizontal flip, colour jitter, grayscale and Gaussian blur
     (Chen et al. 2020, appendix A), applied independently to make ``n_views`` views.
@@ -59,8 +68,35 @@ class SimCLRAugmentation(Augmentation):
         return ([self.train(item) for _ in range(self.global_views)]
                 + [self.local(item) for _ in range(self.local_crops)])
 
-    def eval_transform(self, item: Tensor) -> Tensor:
-        return self.eval(item)
+    def eval_transform(self, item: ImageLike) -> Tensor:
+        """``item``: anything :func:`as_image` reads -> float ``(C, size, size)``."""
+        return self.eval(as_image(item))
+
+
+def as_image(item: ImageLike) -> Tensor:
+    """uint8 RGB ``(C, H, W)`` from a uint8 tensor ``(C, H, W)`` (as it is), a PIL image, a numpy
+    array ``(H, W)`` / ``(H, W, C)`` (uint8, or float in ``[0, 1]``; an alpha channel is
+    dropped, grey is repeated), or the path of an image file."""
+    if isinstance(item, Tensor):
+        return item
+    if isinstance(item, (str, Path)):
+        from torchvision.io import ImageReadMode, decode_image
+
+        return decode_image(str(item), mode=ImageReadMode.RGB)
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        item = np.asarray(item.convert("RGB"))
+    if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
+        raise TypeError(f"expected an image: a PIL image, an (H, W[, C]) numpy array, a file path or a uint8 "
+                        f"(C, H, W) tensor, got {type(item).__name__} {getattr(item, 'shape', '')}")
+    pixels = item if item.ndim == 3 else item[..., None]
+    if np.issubdtype(pixels.dtype, np.floating):
+        pixels = (pixels * 255).round().clip(0, 255)
+    pixels = pixels.astype(np.uint8)[..., :3]
+    if pixels.shape[2] == 1:
+        pixels = pixels.repeat(3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
 
 
 def crop_and_colour(size: int, scale: tuple[float, float], strength: float, jitter_prob: float,

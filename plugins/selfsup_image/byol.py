@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import normalized_mse
 from toolkit.projectors import MLPProjector
@@ -12,6 +13,7 @@ from selfsup_image.momentum import MomentumSchedule, MomentumTarget
 from selfsup_image.views import embed_views, forward_runs, prediction_pairs
 
 
+@declare(Contract(consumes={"tensor"}, min_views=2))
 class BYOL(Objective):
     """BYOL (Grill et al. 2020, "Bootstrap Your Own Latent").
 

@@ -1,47 +1,56 @@
 """Image data sources: arrays in npz files, JPEG bytes in npz files, and image folders.
 
-Items are uint8 tensors ``(C, H, W)``; labels are int64 class indices.
+Items are uint8 tensors ``(C, H, W)``; labels are int64 class indices, or ``None`` for
+unlabelled data. Layouts without a test split of their own hold one out
+(:func:`toolkit.data.holdout_split`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from toolkit.data import subset_indices
+from toolkit.compatibility import Contract, declare
+from toolkit.data import holdout_split, split_folder, subset_indices
 from toolkit.interfaces import DataSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
+@declare(Contract(produces={"image"}))
 class ImageNpz(DataSource):
-    """Decoded images in an ``.npz``: ``x_{split}`` (or ``x``) uint8 ``(N, H, W[, C])`` and
-    optional ``y_{split}`` (or ``y``) integer labels ``(N,)``.
+    """Decoded images in an ``.npz``: ``x_{split}`` (or one list ``x``) uint8 ``(N, H, W[, C])``
+    and optional labels ``y_{split}`` (or ``y``) integer ``(N,)``; without labels the data is
+    unlabelled. A file without ``x_test`` has no test split: ``train`` and ``test`` are a seeded
+    held-out split of ``x_train`` (or ``x``) by ``eval.holdout_fraction``.
 
     ``limit`` keeps a fixed random subset of that many items. ``max_value`` rescales integer
     images whose range is not 0-255 (sklearn's digits use 0-16).
     """
 
-    def __init__(self, path: Path, split: str = "train", limit: int | None = None, max_value: int = 255) -> None:
+    def __init__(self, path: Path, split: str = "train", limit: int | None = None, max_value: int = 255,
+                 holdout_fraction: float = 0.1) -> None:
         with np.load(_existing(path)) as archive:
-            x_key = _pick_key(archive.files, [f"x_{split}", "x"] if split == "train" else [f"x_{split}"], path)
-            y_key = next((k for k in (f"y_{split}", "y" if x_key == "x" else None) if k in archive.files), None)
+            x_key, one_list = _split_key(archive.files, "x", split, path)
+            y_key = "y" + x_key[1:]
             images = archive[x_key]
-            labels = archive[y_key] if y_key else None
+            labels = archive[y_key] if y_key in archive.files else None
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4 or not np.issubdtype(images.dtype, np.integer):
             raise ValueError(f"{path}: {x_key} must be integer images (N, H, W[, C]), got {images.dtype} "
                              f"{images.shape}")
-        keep = subset_indices(len(images), limit).numpy()
+        keep, self.split_note = _keep(len(images), labels, split, one_list, limit, holdout_fraction,
+                                      f"{path} ({x_key})")
         images = images[keep]
         if max_value != 255:
             images = (images.astype(np.float32) * (255.0 / max_value)).round().clip(0, 255)
         self.images = torch.from_numpy(np.ascontiguousarray(images.astype(np.uint8))).permute(0, 3, 1, 2)
-        self.labels, self.num_classes = _labels(labels[keep] if labels is not None else None)
+        self.labels, self.num_classes = _labels(labels, keep)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -50,23 +59,30 @@ class ImageNpz(DataSource):
         return self.images[index]
 
 
+@declare(Contract(produces={"image"}))
 class JpegNpz(DataSource):
     """JPEG bytes in an ``.npz`` (the layout of ``cifar10_jpeg.npz``): ``jpeg_{split}`` uint8
-    (concatenated files), ``offsets_{split}`` int64 ``(N + 1,)``, optional ``y_{split}``.
+    (concatenated files), ``offsets_{split}`` int64 ``(N + 1,)``, optional ``y_{split}``. A file
+    without ``jpeg_test`` has no test split: ``train`` and ``test`` are a seeded held-out split
+    of ``jpeg_train`` by ``eval.holdout_fraction``.
 
     Images are decoded on access (libjpeg-turbo through ``torchvision.io``), so all 50,000
     CIFAR-10 training images cost 46 MB of memory. ``limit`` keeps a fixed random subset.
     """
 
-    def __init__(self, path: Path, split: str = "train", limit: int | None = None) -> None:
+    def __init__(self, path: Path, split: str = "train", limit: int | None = None,
+                 holdout_fraction: float = 0.1) -> None:
         self.path = _existing(path)
         with np.load(self.path) as archive:
-            self.bytes = torch.from_numpy(archive[_pick_key(archive.files, [f"jpeg_{split}"], path)])
-            offsets = archive[_pick_key(archive.files, [f"offsets_{split}"], path)]
-            labels = archive[f"y_{split}"] if f"y_{split}" in archive.files else None
-        keep = subset_indices(len(offsets) - 1, limit).numpy()
+            key, one_list = _split_key(archive.files, "jpeg", split, path)
+            stored = key[len("jpeg"):]
+            self.bytes = torch.from_numpy(archive[key])
+            offsets = archive[_pick_key(archive.files, [f"offsets{stored}"], path)]
+            labels = archive[f"y{stored}"] if f"y{stored}" in archive.files else None
+        keep, self.split_note = _keep(len(offsets) - 1, labels, split, one_list, limit, holdout_fraction,
+                                      f"{path} ({key})")
         self.starts, self.ends = offsets[:-1][keep], offsets[1:][keep]
-        self.labels, self.num_classes = _labels(labels[keep] if labels is not None else None)
+        self.labels, self.num_classes = _labels(labels, keep)
         self.split = split
 
     def __len__(self) -> int:
@@ -83,27 +99,44 @@ class JpegNpz(DataSource):
                              f"re-create the file from its source") from None
 
 
+@declare(Contract(produces={"image"}))
 class ImageFolder(DataSource):
-    """One folder per class: ``path/<split>/<class>/*.jpg`` or, if there is no ``<split>``
-    folder, ``path/<class>/*.jpg``. Classes are the sorted folder names; images are decoded
-    as RGB on access. ``limit`` keeps a fixed random subset.
+    """Image files in a folder (found recursively, decoded as RGB on access):
+
+    - ``path/<class>/*.jpg``: labelled, the classes are the sorted folder names;
+    - ``path/*.jpg``: unlabelled (``label: auto`` tells the two apart; ``none`` ignores class
+      folders; ``folder`` requires them);
+    - ``path/train/...`` and ``path/test/...``: each split is its own folder. Without a
+      ``test/`` folder the images are one list and ``train`` / ``test`` are a seeded held-out
+      split of it (``eval.holdout_fraction``, stratified by class), never the same images.
+
+    ``limit`` keeps a fixed random subset.
     """
 
-    def __init__(self, path: Path, split: str = "train", limit: int | None = None) -> None:
-        root = _existing(path)
-        if (root / split).is_dir():
-            root = root / split
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        files = [(f, label) for label, name in enumerate(classes)
-                 for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    def __init__(self, path: Path, split: str = "train", label: Literal["auto", "folder", "none"] = "auto",
+                 limit: int | None = None, holdout_fraction: float = 0.1) -> None:
+        root, one_list = split_folder(_existing(path), split)
+        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
         if not files:
-            raise ValueError(f"{root}: no images found; expected {root}/<class>/<image>.jpg "
+            raise ValueError(f"{root}: no images found; expected {root}/<class>/<image>.jpg or {root}/<image>.jpg "
                              f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
-        keep = subset_indices(len(files), limit).tolist()
-        self.files = [files[i][0] for i in keep]
-        self.labels = torch.tensor([files[i][1] for i in keep], dtype=torch.int64)
-        self.num_classes = len(classes)
-        self.classes = classes
+        loose = [f for f in files if f.parent == root]
+        if label == "auto" and loose and len(loose) < len(files):
+            raise ValueError(f"{root}: holds images directly ({loose[0].name}) and in sub-folders; put every image "
+                             f"in a class folder (labelled) or set data.label: none (unlabelled)")
+        if label == "folder" and loose:
+            raise ValueError(f"{root}: data.label is folder but {loose[0].name} lies outside a class folder; move it "
+                             f"into {root}/<class>/ or set data.label: none")
+        labelled = label == "folder" or (label == "auto" and not loose)
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if labelled else []
+        labels = (np.array([self.classes.index(f.relative_to(root).parts[0]) for f in files]) if labelled
+                  else None)
+        keep, self.split_note = _keep(len(files), labels, split, one_list, limit, holdout_fraction,
+                                      f"image folder {root}")
+        self.files = [files[i] for i in keep]
+        self.labels, self.num_classes = _labels(labels, keep)
+        if labelled:
+            self.num_classes = len(self.classes)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -135,8 +168,34 @@ def _pick_key(files: list[str], candidates: list[str], path: Path) -> str:
                    f"check data.split")
 
 
-def _labels(labels: np.ndarray | None) -> tuple[Tensor | None, int | None]:
+def _split_key(files: list[str], prefix: str, split: str, path: Path) -> tuple[str, bool]:
+    """The array holding ``split`` (``{prefix}_{split}``, or one list ``{prefix}_train`` /
+    ``{prefix}``) and whether it is one list to split with :func:`holdout_split`."""
+    own = f"{prefix}_{split}"
+    if own in files and (f"{prefix}_test" in files or split not in ("train", "test", "all")):
+        return own, False
+    if split in ("train", "test", "all"):
+        for key in (f"{prefix}_train", prefix):
+            if key in files:
+                return key, True
+    raise KeyError(f"{path}: none of {own}, {prefix}_train, {prefix} is in this file (it has {', '.join(files)}); "
+                   f"check data.split")
+
+
+def _keep(size: int, labels: np.ndarray | None, split: str, one_list: bool, limit: int | None,
+          holdout_fraction: float, where: str) -> tuple[np.ndarray, str | None]:
+    """Indices of the items ``split`` keeps (held out of one list, then limited) and the split's note."""
+    chosen, note = np.arange(size), None
+    if one_list:
+        held, note = holdout_split(size, split, holdout_fraction,
+                                   None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+                                   where)
+        chosen = held.numpy()
+    return chosen[subset_indices(len(chosen), limit).numpy()], note
+
+
+def _labels(labels: np.ndarray | None, keep: np.ndarray) -> tuple[Tensor | None, int | None]:
     if labels is None:
         return None, None
     tensor = torch.from_numpy(np.asarray(labels).astype(np.int64))
-    return tensor, int(tensor.max()) + 1 if len(tensor) else 0
+    return tensor[torch.from_numpy(keep)], int(tensor.max()) + 1 if len(tensor) else 0

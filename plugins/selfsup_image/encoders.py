@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from toolkit.compatibility import Contract, declare
 from toolkit.limits import Positive
 from toolkit.interfaces import Encoder
 
@@ -20,6 +21,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _LAYOUTS = {18: ("BasicBlock", [2, 2, 2, 2]), 34: ("BasicBlock", [3, 4, 6, 3]), 50: ("Bottleneck", [3, 4, 6, 3])}
 
+@declare(Contract(consumes={"image"}, produces={"tensor"}))
 class ResNetEncoder(Encoder):
     """torchvision's ResNet (He et al. 2016) without its classifier: ``x (N, C, H, W) -> h (N, D)``.
 

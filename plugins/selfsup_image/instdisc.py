@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit.compatibility import Contract, declare
 from toolkit import distributed
 from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
@@ -14,6 +15,7 @@ from toolkit.losses import info_nce
 from selfsup_image.views import embed_views
 
 
+@declare(Contract(consumes={"tensor"}))
 class InstDisc(Objective):
     """InstDisc (Wu et al. 2018, "Unsupervised Feature Learning via Non-Parametric Instance
     Discrimination").

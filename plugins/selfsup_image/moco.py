@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit import distributed
 from toolkit.limits import Positive, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
@@ -15,6 +16,7 @@ from selfsup_image.momentum import MomentumSchedule, MomentumTarget
 from selfsup_image.queue import KeyQueue
 
 
+@declare(Contract(consumes={"tensor"}, min_views=2, max_views=2))
 class MoCo(Objective):
     """MoCo v2 (He et al. 2020, "Momentum Contrast"; Chen et al. 2020, "Improved Baselines with
     Momentum Contrastive Learning").

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
@@ -12,6 +13,7 @@ from toolkit.losses import nt_xent
 from selfsup_image.views import embed_views
 
 
+@declare(Contract(consumes={"tensor"}, min_views=2))
 class NTXent(Objective):
     """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
     Representations"): ``z = projector(encoder(x))`` for all ``V`` views (one pass per view

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import negative_cosine
 from toolkit.projectors import MLPProjector
@@ -12,6 +13,7 @@ from toolkit.projectors import MLPProjector
 from selfsup_image.views import embed_views, prediction_pairs
 
 
+@declare(Contract(consumes={"tensor"}, min_views=2))
 class SimSiam(Objective):
     """SimSiam (Chen & He 2021, "Exploring Simple Siamese Representation Learning").
 

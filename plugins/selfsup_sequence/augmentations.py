@@ -1,6 +1,7 @@
 """CPC views: one random fixed-length window per item, with light signal perturbations.
 
-CPC needs a single view (the prediction task is inside the sequence). Items are float tensors
+CPC needs a single view (the prediction task is inside the sequence); ``n_views`` makes more,
+independently drawn, for objectives that compare views (BYOL, SimCLR on audio). Items are float tensors
 ``(C, L)`` whose trailing all-NaN columns are padding. Items shorter than the training window are
 right-padded with NaN, which the CPC encoders read as zeros and leave out of their statistics.
 The evaluation twin is deterministic: the item itself, centre-cropped to ``eval_length`` when
@@ -15,9 +16,11 @@ import math
 import torch
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
 
 
+@declare(lambda p: Contract(consumes={"sequence"}, produces={"sequence"}, views=p.get("n_views", 1)))
 class CPCAudioAugmentation(Augmentation):
     """A random ``window`` of samples (20480 = 1.28 s at 16 kHz in CPC_audio), then optionally
 
@@ -26,9 +29,9 @@ class CPCAudioAugmentation(Augmentation):
       window's RMS;
     - time masking with probability ``time_mask_prob``: a span of ``U(0, time_mask)`` samples
       set to 0.
-    """
 
-    n_views = 1
+    ``n_views`` independent windows are made of each item (1 for CPC).
+    """
 
     def __init__(
         self,
@@ -39,13 +42,17 @@ class CPCAudioAugmentation(Augmentation):
         time_mask: int = 0,
         time_mask_prob: float = 0.0,
         eval_length: int | None = None,
+        n_views: int = 1,
     ) -> None:
-        _check_positive(window=window, eval_length=eval_length)
-        self.window, self.gain_db, self.eval_length = window, gain_db, eval_length
+        _check_positive(window=window, eval_length=eval_length, n_views=n_views)
+        self.window, self.gain_db, self.eval_length, self.n_views = window, gain_db, eval_length, n_views
         self.noise_snr_db, self.noise_prob = noise_snr_db, noise_prob
         self.time_mask, self.time_mask_prob = time_mask, time_mask_prob
 
     def __call__(self, item: Tensor) -> list[Tensor]:
+        return [self._view(item) for _ in range(self.n_views)]
+
+    def _view(self, item: Tensor) -> Tensor:
         x = random_window(item, self.window)
         if self.gain_db > 0:
             x = x * 10 ** ((torch.rand(()).item() * 2 - 1) * self.gain_db / 20)
@@ -57,30 +64,34 @@ class CPCAudioAugmentation(Augmentation):
             start = int(torch.randint(0, max(x.shape[-1] - span, 0) + 1, ()).item())
             segment = x[:, start:start + span]
             segment.masked_fill_(~torch.isnan(segment), 0.0)  # padding stays padding
-        return [x]
+        return x
 
     def eval_transform(self, item: Tensor) -> Tensor:
         return center_crop(item, self.eval_length)
 
 
+@declare(lambda p: Contract(consumes={"sequence"}, produces={"sequence"}, views=p.get("n_views", 1)))
 class CPCSeriesAugmentation(Augmentation):
     """A random ``window`` of time steps, then per-channel scaling ``x * s_c``, ``s_c ~ N(1,
-    scaling^2)``, and jitter ``x + N(0, jitter^2)`` (Um et al. 2017's series augmentations)."""
-
-    n_views = 1
+    scaling^2)``, and jitter ``x + N(0, jitter^2)`` (Um et al. 2017's series augmentations);
+    ``n_views`` independent windows of each item (1 for CPC)."""
 
     def __init__(self, window: int = 128, jitter: float = 0.0, scaling: float = 0.0,
-                 eval_length: int | None = None) -> None:
-        _check_positive(window=window, eval_length=eval_length)
+                 eval_length: int | None = None, n_views: int = 1) -> None:
+        _check_positive(window=window, eval_length=eval_length, n_views=n_views)
         self.window, self.jitter, self.scaling, self.eval_length = window, jitter, scaling, eval_length
+        self.n_views = n_views
 
     def __call__(self, item: Tensor) -> list[Tensor]:
+        return [self._view(item) for _ in range(self.n_views)]
+
+    def _view(self, item: Tensor) -> Tensor:
         x = random_window(item, self.window)
         if self.scaling > 0:
             x = x * (1 + self.scaling * torch.randn(x.shape[0], 1))
         if self.jitter > 0:
             x = x + self.jitter * torch.randn_like(x)
-        return [x]
+        return x
 
     def eval_transform(self, item: Tensor) -> Tensor:
         return center_crop(item, self.eval_length)

@@ -5,14 +5,17 @@ are int64 class indices chosen by the ``label`` parameter.
   ``label``, ``speaker``, ``is_test``, ``sample_rate``); labels ``digit`` or ``speaker``.
 - ``audio-folder``: ``.wav`` (PCM, read with the standard library) and ``.flac`` (read with
   ``soundfile``, a dependency of selfsup) files under ``path/<split>/``; the label is the first folder level.
-- ``ucr-npz``: ``x_{split}`` float ``(N, C, L)`` (NaN-padded when lengths vary), ``y_{split}``.
+- ``ucr-npz``: ``x_{split}`` float ``(N, C, L)`` (NaN-padded when lengths vary), optional ``y_{split}``.
 - ``ucr-ts``: UCR/UEA ``.ts`` files ``<Name>_TRAIN.ts`` / ``<Name>_TEST.ts`` (see :mod:`tsfile`).
+- ``series`` (:mod:`series`): CSV/TSV, ``.npy`` and parquet files; the UCR sources share its code.
 
-Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio.
+Audio sources resample to the encoder's ``input_spec["sample_rate"]`` with torchaudio and read
+``.flac`` with soundfile: both come with ``selfsup-toolkit[audio]``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import wave
 from pathlib import Path
@@ -20,16 +23,25 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchaudio.functional as AF  # light (40 ms), and a broken torchaudio build then fails the plugin's load
 from torch import Tensor
 
+from selfsup_sequence.series import SeriesSet, series_split
 from selfsup_sequence.tsfile import read_ts
-from toolkit.data import subset_indices
+from toolkit.compatibility import Contract, declare
+from toolkit.data import holdout_split, split_folder, subset_indices
+from toolkit.extras import require
 from toolkit.interfaces import DataSource
+
+if importlib.util.find_spec("torchaudio") is not None:
+    # light (40 ms), and imported now so that a torchaudio build that does not match torch fails
+    # this plugin's load (reported by `selfsup plugins`) instead of a run; when torchaudio is not
+    # installed, resampling says which extra installs it
+    import torchaudio.functional  # noqa: F401
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
 
+@declare(Contract(produces={"sequence"}))
 class FSDD(DataSource):
     """The Free Spoken Digit Dataset (3,000 recordings, 8 kHz, 6 speakers) in its npz layout.
 
@@ -64,33 +76,46 @@ class FSDD(DataSource):
         return _resample(wav, self.native_rate, self.sample_rate)
 
 
+@declare(Contract(produces={"sequence"}))
 class AudioFolder(DataSource):
-    """Audio files under ``path/<split>/`` (or ``path/`` when it has no ``<split>`` folder),
-    found recursively and sorted; with ``label: folder`` the class is the first folder level
-    below that root (LibriSpeech: the speaker; ``<class>/<file>.wav`` trees: the class).
+    """Audio files under ``path/<split>/``, found recursively and sorted; with ``label: folder``
+    the class is the first folder level below that root (LibriSpeech: the speaker;
+    ``<class>/<file>.wav`` trees: the class), with ``label: none`` the data is unlabelled.
+
+    A layout without a ``test/`` folder (``path/<class>/*.wav``, ``path/*.wav``) is one list:
+    ``train`` and ``test`` are a seeded held-out split of it (``eval.holdout_fraction``,
+    stratified by class), never the same files. Any other split (``train-clean-100``) is a folder.
 
     Decoding happens on access; a corrupt, empty or unsupported file raises a ``ValueError``
     naming it. Multichannel files give ``(C, L)`` items; ``mono: true`` averages channels.
     """
 
     def __init__(self, path: Path, split: str = "train", label: Literal["folder", "none"] = "none",
-                 mono: bool = True, limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
-        root = path / split if (path / split).is_dir() else path
-        if not root.is_dir():
-            raise FileNotFoundError(f"audio-folder: {root} is not a folder")
+                 mono: bool = True, limit: int | None = None, input_spec: dict[str, Any] | None = None,
+                 holdout_fraction: float = 0.1) -> None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"audio-folder: {path} is not a folder")
+        root, one_list = split_folder(path, split)
         files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
             raise FileNotFoundError(f"audio-folder: no {'/'.join(AUDIO_EXTENSIONS)} files under {root}")
-        self.files = [files[i] for i in subset_indices(len(files), limit).tolist()]
+        labels = None
         if label == "folder":
-            loose = [f for f in self.files if f.parent == root]
+            loose = [f for f in files if f.parent == root]
             if loose:
                 raise ValueError(f"audio-folder: label: folder takes the class from the first folder below {root}, "
                                  f"but {loose[0]} lies directly in it; move it into a class folder or use label: none")
-            classes = [f.relative_to(root).parts[0] for f in self.files]
+            classes = [f.relative_to(root).parts[0] for f in files]
             self.class_names = sorted(set(classes))
-            self.labels = torch.tensor([self.class_names.index(c) for c in classes], dtype=torch.int64)
+            labels = torch.tensor([self.class_names.index(c) for c in classes], dtype=torch.int64)
             self.num_classes = len(self.class_names)
+        chosen = torch.arange(len(files))
+        if one_list:
+            chosen, self.split_note = holdout_split(len(files), split, holdout_fraction, labels,
+                                                    f"audio folder {root}")
+        chosen = chosen[subset_indices(len(chosen), limit)]
+        self.files = [files[i] for i in chosen.tolist()]
+        self.labels = labels[chosen] if labels is not None else None
         self.mono = mono
         self.sample_rate = (input_spec or {}).get("sample_rate")
 
@@ -104,47 +129,50 @@ class AudioFolder(DataSource):
         return _resample(audio, rate, int(self.sample_rate or rate))
 
 
-class UCRNpz(DataSource):
-    """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)``, ``y_{split}`` int labels.
+@declare(Contract(produces={"sequence"}))
+def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
+            holdout_fraction: float = 0.1) -> SeriesSet:
+    """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)`` (or ``(N, L)``), optional
+    ``y_{split}`` int labels (without them the data is unlabelled).
 
-    Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it).
-    ``label: class`` is the only label UCR data carries.
+    Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it). A
+    file without ``x_test`` has no test split: ``train`` and ``test`` are a seeded held-out split
+    of ``x_train`` (``eval.holdout_fraction``). ``label: class`` is the only label UCR data carries.
     """
+    path = _existing(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"ucr-npz: {path} is not an .npz archive; for a .npy array or a CSV/parquet table use "
+                         f"data: {{name: series, path: {path.name}}} (docs/sequences.md shows the layouts)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"ucr-npz: {path} is not a readable .npz archive ({error}); for other files use the "
+                         f"series data source") from None
+    with archive:
+        one_list = "x_test" not in archive.files and split in ("train", "test", "all")
+        key = "x_train" if one_list else f"x_{split}"
+        _require(archive.files, [key], path)
+        x = archive[key]
+        y = archive["y" + key[1:]] if "y" + key[1:] in archive.files else None
+    return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})")
 
-    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
-                 limit: int | None = None) -> None:
-        with np.load(_existing(path)) as archive:
-            _require(archive.files, [f"x_{split}", f"y_{split}"], path)
-            x, y = archive[f"x_{split}"], archive[f"y_{split}"]
-        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, f"{path}: x_{split}")
 
-    def __len__(self) -> int:
-        return len(self.series)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.series[index]
-
-
-class UCRTs(DataSource):
+@declare(Contract(produces={"sequence"}))
+def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
+           holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
-    ``<Name>_TEST.ts`` (or one ``.ts`` file); variable lengths are NaN-padded at the end."""
-
-    def __init__(self, path: Path, split: Literal["train", "test"] = "train", label: Literal["class"] = "class",
-                 limit: int | None = None) -> None:
-        if path.is_dir():
-            found = sorted(path.glob(f"*_{split.upper()}.ts"))
-            if len(found) != 1:
-                raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
-                                        f"{[f.name for f in found] or 'none'}")
-            path = found[0]
-        x, y, self.class_names = read_ts(_existing(path))
-        self.series, self.labels, self.num_classes = _series_and_labels(x, y, limit, str(path))
-
-    def __len__(self) -> int:
-        return len(self.series)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.series[index]
+    ``<Name>_TEST.ts``, or one ``.ts`` file (then ``train`` and ``test`` are a seeded held-out
+    split of it, ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files
+    with ``@classLabel false`` are unlabelled."""
+    one_list = not path.is_dir()
+    if path.is_dir():
+        found = sorted(path.glob(f"*_{split.upper()}.ts"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
+                                    f"{[f.name for f in found] or 'none'}")
+        path = found[0]
+    x, y, class_names = read_ts(_existing(path))
+    return series_split(x, y, split, one_list, limit, holdout_fraction, str(path), class_names)
 
 
 def read_audio(file: Path) -> tuple[Tensor, int]:
@@ -174,11 +202,7 @@ def read_audio(file: Path) -> tuple[Tensor, int]:
 
 
 def _read_flac(file: Path) -> tuple[Tensor, int]:
-    try:
-        import soundfile
-    except ImportError:
-        raise ValueError(f"{file}: reading .flac needs the soundfile package, which selfsup depends on; "
-                         f"reinstall selfsup-toolkit (pip install soundfile) or convert the files to .wav") from None
+    soundfile = require("soundfile", f"reading {file} (.flac; .wav needs nothing)")
     try:
         data, rate = soundfile.read(str(file), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises its own LibsndfileError and RuntimeError
@@ -189,17 +213,10 @@ def _read_flac(file: Path) -> tuple[Tensor, int]:
 
 
 def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
-    return audio if rate == target else AF.resample(audio, rate, target)
-
-
-def _series_and_labels(x: np.ndarray, y: np.ndarray, limit: int | None, where: str) -> tuple[Tensor, Tensor, int]:
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"{where}: series must be (N, C, L) or (N, L), got shape {x.shape}")
-    keep = subset_indices(len(x), limit).numpy()
-    labels = y.astype(np.int64)
-    return torch.from_numpy(x[keep].astype(np.float32)), torch.from_numpy(labels[keep]), int(labels.max()) + 1
+    if rate == target:
+        return audio
+    return require("torchaudio.functional", f"resampling audio from {rate} to {target} Hz").resample(
+        audio, rate, target)
 
 
 def _existing(path: Path) -> Path:

@@ -21,11 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from selfsup_sequence.context import ContextKind, build_context
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Encoder
 
 Pooling = Literal["mean", "last", "sequence"]
 
 
+@declare(Contract(consumes={"sequence"}, produces={"tensor", "cpc"}))
 class CPCEncoder(Encoder):
     """``x: (N, C, L) -> c``: conv stack, channel normalisation, causal context network, pooling.
 

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit.compatibility import Contract, declare
 from toolkit import distributed
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 
 NegativesFrom = Literal["batch", "same_sequence"]
 
 
+@declare(Contract(consumes={"cpc"}, max_views=1))
 class CPC(Objective):
     """Contrastive Predictive Coding over the encoder's local features ``z`` and context ``c``.
 

@@ -6,9 +6,10 @@ from toolkit import hookimpl
 from toolkit.hookspecs import Register
 
 from selfsup_sequence.augmentations import CPCAudioAugmentation, CPCSeriesAugmentation
-from selfsup_sequence.datasources import FSDD, AudioFolder, UCRNpz, UCRTs
+from selfsup_sequence.datasources import FSDD, AudioFolder, ucr_npz, ucr_ts
 from selfsup_sequence.encoders import CPCAudioEncoder, CPCSeriesEncoder
 from selfsup_sequence.objectives import CPC
+from selfsup_sequence.series import series_file
 
 
 @hookimpl
@@ -32,5 +33,6 @@ def register_objectives(register: Register) -> None:
 def register_datasources(register: Register) -> None:
     register("fsdd", FSDD)
     register("audio-folder", AudioFolder)
-    register("ucr-npz", UCRNpz)
-    register("ucr-ts", UCRTs)
+    register("ucr-npz", ucr_npz)
+    register("ucr-ts", ucr_ts)
+    register("series", series_file)

@@ -11,7 +11,8 @@
     0.1,0.3,...:0.2,0.1,...:Standing      <- one series: dimensions separated by ':', label last
 
 Missing values are ``?`` (read as NaN); series and dimensions of different lengths are
-right-padded with NaN to the longest. Timestamped series (``@timeStamps true``) are not read.
+right-padded with NaN to the longest. With ``@classLabel false`` the lines carry no label (the
+data is unlabelled). Timestamped series (``@timeStamps true``) are not read.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 
-def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(x (N, C, L) float32 NaN-padded, y (N,) int64, class_names)`` of a ``.ts`` file.
+def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """``(x (N, C, L) float32 NaN-padded, y (N,) int64, class_names)`` of a ``.ts`` file;
+    ``y`` and ``class_names`` are ``None`` for ``@classLabel false``.
 
     Labels index ``class_names`` in the ``@classLabel`` header order. Errors name the file
     and line.
     """
     class_names: list[str] | None = None
+    labelled = True
     rows: list[list[np.ndarray]] = []
     labels: list[str] = []
     in_data = False
@@ -42,12 +45,11 @@ def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                 if key == "@timestamps" and len(words) > 1 and words[1].lower() == "true":
                     raise ValueError(f"{path}:{number}: timestamped .ts series are not supported")
                 if key == "@classlabel":
-                    if len(words) < 3 or words[1].lower() != "true":
-                        raise ValueError(f"{path}:{number}: the series carry no class labels (@classLabel false)")
-                    class_names = words[2:]
+                    labelled = len(words) > 1 and words[1].lower() == "true"
+                    class_names = words[2:] if labelled and len(words) > 2 else None
                 in_data = key == "@data"
                 continue
-            *dimensions, label = line.split(":")
+            *dimensions, label = line.split(":") if labelled else [*line.split(":"), ""]
             if not dimensions:
                 raise ValueError(f"{path}:{number}: expected values and a class label separated by ':'")
             try:
@@ -61,12 +63,14 @@ def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             labels.append(label.strip())
     if not rows:
         raise ValueError(f"{path}: no series after @data")
-    class_names = class_names or sorted(set(labels))
     longest = max(len(d) for row in rows for d in row)
     x = np.full((len(rows), len(rows[0]), longest), np.nan, dtype=np.float32)
     for i, row in enumerate(rows):
         for c, values in enumerate(row):
             x[i, c, : len(values)] = values
+    if not labelled:
+        return x, None, None
+    class_names = class_names or sorted(set(labels))
     y = np.array([class_names.index(label) for label in labels], dtype=np.int64)
     return x, y, class_names
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
 
 
+@declare(lambda p: Contract(consumes={"text"}, produces={"text"}, views=p.get("n_views", 2)))
 class SimCSEViews(Augmentation):
     """``item -> n_views`` views for SimCSE (Gao et al. 2021).
 

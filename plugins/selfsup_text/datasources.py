@@ -8,13 +8,17 @@ is memory-mapped through ``datasets``' Arrow cache. Text sources have no labels.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from toolkit.compatibility import Contract, declare
 from toolkit.data import subset_indices
+from toolkit.extras import require
 from toolkit.interfaces import DataSource
 
 TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -27,6 +31,7 @@ TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+@declare(Contract(produces={"text"}))
 def text_source(
     path: Path, split: str = "train", columns: list[str] | None = None, limit: int | None = None
 ) -> DataSource:
@@ -34,17 +39,50 @@ def text_source(
     ``columns`` is not given, else a local ``.csv``/``.tsv``/``.json``/``.jsonl``/``.parquet``/``.txt``
     file read by ``datasets`` (a ``.txt`` file then has the single column ``text``).
 
-    One column gives string items, several give tuples in the order named. Empty lines (or rows
-    with an empty cell) are skipped and counted in ``skipped``. ``limit`` keeps a fixed random
-    subset. ``split`` is accepted like every data source's; a file is one split, so it is unused.
+    A table (every format but ``.txt``) has a header or field names: with one field it is the
+    text, with several ``columns`` must name the ones to use (the error lists them), so a header
+    line never becomes a sentence. One column gives string items, several give tuples in the
+    order named. Empty lines (or rows with an empty cell) are skipped and counted in ``skipped``.
+    ``limit`` keeps a fixed random subset. ``split`` is accepted like every data source's; a
+    file is one split, so it is unused. Text sources have no labels.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data.path: {path} is not a file (relative paths are resolved from the recipe's "
                                 f"folder)")
+    if columns is None and path.suffix.lower() in TABLE_FORMATS and path.suffix.lower() != ".txt":
+        fields = table_fields(path)
+        if len(fields) != 1:
+            raise ValueError(f"{path}: a table with the columns {', '.join(fields)}; name the text column(s) in the "
+                             f"recipe, e.g. data.columns: [{fields[-1]}] (several columns give tuples, such as NLI "
+                             f"triples)")
+        columns = fields
     if columns is None:
         return TextLines(path, limit)
     return TextTable(path, columns, limit)
+
+
+def table_fields(path: Path) -> list[str]:
+    """The column names of a ``.csv``/``.tsv`` header, of the first record of a ``.json``/``.jsonl``
+    file, or of a ``.parquet`` schema, read without loading the table."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        return list(pyarrow.parquet.read_schema(path).names)
+    with open(path, encoding="utf-8", newline="") as handle:
+        if suffix in (".csv", ".tsv"):
+            return next(csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ","), [])
+        first = next((line for line in handle if line.strip()), "")
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:  # a .json file holding one array of records over many lines
+            handle.seek(0)
+            records = json.load(handle)
+            record = records[0] if isinstance(records, list) and records else records
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected JSON records (objects with named fields), got {type(record).__name__}")
+    return list(record)
 
 
 class TextLines(DataSource):
@@ -89,7 +127,7 @@ class TextTable(DataSource):
     """Named string columns of a local table file read by ``datasets`` (memory-mapped Arrow)."""
 
     def __init__(self, path: Path, columns: list[str], limit: int | None = None) -> None:
-        import datasets
+        datasets = require("datasets", f"reading the table {path}")
 
         if not columns:
             raise ValueError("data.columns: name at least one column, or leave it out for a one-sentence-per-line "

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from torch import Tensor
 
 from selfsup_text.export import save_pretrained
+from toolkit.compatibility import Contract, declare
+from toolkit.extras import require
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # transformers is imported when an encoder is built, not when the plugin registers
@@ -26,6 +28,7 @@ LOADER_OPTIONS = frozenset({"trust_remote_code", "code_revision", "revision", "t
 """``from_pretrained`` options that ``encoder.config`` (which sets model config fields) may not pass."""
 
 
+@declare(Contract(consumes={"text"}, produces={"tokens"}))
 class HFTransformerEncoder(Encoder):
     """A ``transformers`` model, ``{input_ids, attention_mask, ...} -> h: (N, hidden_size)``.
 
@@ -66,7 +69,9 @@ class HFTransformerEncoder(Encoder):
         super().__init__()
         if max_length < 2:
             raise ValueError(f"encoder.max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        transformers = require("transformers", "encoder hf-transformer")
+        AutoConfig, AutoModel, AutoTokenizer = (transformers.AutoConfig, transformers.AutoModel,
+                                                transformers.AutoTokenizer)
 
         self.source = resolve_model(model)
         self.pooling, self.max_length = pooling, max_length
@@ -112,17 +117,17 @@ class HFTransformerEncoder(Encoder):
 
     native_format = "huggingface"
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write a Hugging Face folder (model, tokenizer, sentence-transformers modules) to ``out_dir``.
+    def save_pretrained(self, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a Hugging Face folder (model, tokenizer, sentence-transformers modules, model card) to ``out_dir``.
 
         ``transformers.AutoModel.from_pretrained(out_dir)`` and
         ``sentence_transformers.SentenceTransformer(out_dir)`` load it; see :mod:`selfsup_text.export`.
         ``selfsup export`` (and the end of training) writes it to ``<export>/huggingface/``.
         """
-        return save_pretrained(self, out_dir)
+        return save_pretrained(self, out_dir, metadata)
 
-    def save_native(self, directory: Path) -> None:
-        self.save_pretrained(directory)
+    def save_native(self, directory: Path, metadata: dict[str, Any] | None = None) -> None:
+        self.save_pretrained(directory, metadata)
 
 
 class TokenizeBatch:

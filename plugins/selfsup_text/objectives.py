@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
 
 
+@declare(Contract(consumes={"tensor", "tokens"}, min_views=2, max_views=3))
 class SimCSE(Objective):
     """In-batch InfoNCE over sentence embeddings, ``temperature`` 0.05 as in the paper.
 

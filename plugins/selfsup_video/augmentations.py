@@ -11,9 +11,12 @@ from torch import Tensor
 from selfsup_image.augmentations import crop_and_colour, resize_and_centre_crop
 from selfsup_video.sampling import TemporalSampler
 from selfsup_video.videos import Video
+from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
 
 
+@declare(lambda p: Contract(consumes={"video"}, produces={"image"} if p.get("clip_length") is None else {"clip"},
+                            views=2 if p.get("tcn_margin") is None else 3))
 class TemporalAugmentation(Augmentation):
     """Views of one :class:`~selfsup_video.videos.Video` at two times (CVRL, Qian et al. 2021).
 

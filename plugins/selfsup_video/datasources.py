@@ -30,6 +30,7 @@ from torch import Tensor
 
 from selfsup_video.videoio import VIDEO_EXTENSIONS, probe
 from selfsup_video.videos import FrameArray, FrameFolder, Video, VideoFile
+from toolkit.compatibility import Contract, declare
 from toolkit.data import subset_indices
 from toolkit.interfaces import DataSource
 
@@ -38,6 +39,7 @@ Label = Literal["video", "class"]
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+@declare(lambda p: Contract(produces={{"video": "video", "frame": "image", "clip": "clip"}[p.get("unit", "video")]}))
 class VideoSource(DataSource):
     """Videos seen through a split, a unit and a label rule (module docstring); the base of the three sources."""
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50, load_torchvision_weights
+from toolkit.compatibility import Contract, declare
 from toolkit.limits import Positive
 from toolkit.interfaces import Encoder
 
@@ -23,6 +24,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 _FRAME_RESNETS = {18: ResNet18, 34: ResNet34, 50: ResNet50}
 
 
+@declare(Contract(consumes={"image", "clip"}, produces={"tensor"}))
 class FrameResNet(Encoder):
     """A 2-D ResNet (He et al. 2016; :class:`selfsup_image.encoders.ResNetEncoder`, with its
     ``stem``, ``width``, normalisation and ``weights`` options) applied to every frame.
@@ -57,6 +59,7 @@ class FrameResNet(Encoder):
         return features.view(n, t, -1).mean(dim=1)
 
 
+@declare(Contract(consumes={"clip"}, produces={"tensor"}))
 class ClipResNet(Encoder):
     """torchvision's video ResNet (``VideoResNet``) without its classifier: ``x (N, 3, T, H, W) -> (N, D)``.
 

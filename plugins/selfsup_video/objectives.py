@@ -7,12 +7,15 @@ import torch
 from torch import Tensor
 
 from selfsup_image.views import embed_views
+from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce, nt_xent
 
 
+@declare(lambda p: Contract(consumes={"tensor"}, min_views=3 if p.get("tcn_weight", 0.0) > 0 else 2,
+                            max_views=3 if p.get("tcn_weight", 0.0) > 0 else 2))
 class TemporalContrast(Objective):
     """CVRL's temporal InfoNCE (Qian et al. 2021, eq. 1), with an optional time-contrastive term
     (Sermanet et al. 2018, "Time-Contrastive Networks").

@@ -20,12 +20,15 @@ import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from toolkit.extras import require
+
 if TYPE_CHECKING:  # PyAV is imported when a video is read or written, not when the plugin registers
-    import av
+    av = _av()
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
@@ -68,7 +71,7 @@ def probe(path: Path) -> VideoIndex:
 def read_frames(index: VideoIndex, frames: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
     """Frames ``frames`` (indices into ``index.pts``, at least one, any order, repeats allowed) as uint8 RGB
     ``(len(frames), H, W, 3)``; ``size = (height, width)`` rescales while converting (area filter)."""
-    import av
+    av = _av()
 
     wanted = sorted(set(frames))
     if wanted and not 0 <= wanted[0] <= wanted[-1] < index.num_frames:
@@ -105,7 +108,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str | None = 
     ``codec`` defaults by extension (:data:`CODECS`); ``options`` are encoder options, e.g.
     ``{"g": "12"}`` for a keyframe every 12 frames or ``{"crf": "18"}`` for x264 quality.
     """
-    import av
+    av = _av()
 
     path = Path(path)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
@@ -124,7 +127,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str | None = 
 
 @functools.lru_cache(maxsize=None)
 def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
-    import av
+    av = _av()
 
     with _open(path) as container:
         if not container.streams.video:
@@ -157,7 +160,7 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
 
 
 def _open(path: str) -> av.container.InputContainer:
-    import av
+    av = _av()
 
     try:
         return av.open(path, "r")
@@ -174,3 +177,8 @@ def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or size == (frame.height, frame.width):
         return frame.to_ndarray(format="rgb24")
     return frame.to_ndarray(format="rgb24", height=size[0], width=size[1], interpolation="AREA")
+
+
+def _av() -> ModuleType:
+    """PyAV, imported on first use; missing, an error naming ``selfsup-toolkit[video]``."""
+    return require("av", "reading and writing video files")

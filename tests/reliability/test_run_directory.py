@@ -114,7 +114,8 @@ def test_a_corrupt_image_read_by_a_loader_worker_gives_the_same_message_as_in_pr
             Image.new("RGB", (20, 20), (40 * i, 100, 200)).save(tmp_path / "photos" / label / f"{i}.png")
     (tmp_path / "photos" / "dogs" / "2.png").write_bytes(b"not an image")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"extends: {TINY}\ndata: {{name: image-folder, path: photos}}\neval: {{evaluators: []}}\n")
+    recipe.write_text(f"extends: {TINY}\ndata: {{name: image-folder, path: photos}}\n"
+                      "eval: {evaluators: [], holdout_fraction: 0}\n")
     messages = []
     for workers in (0, 2):
         result = run_cli("train", str(recipe), "trainer.batch_size=8", f"trainer.num_workers={workers}",
