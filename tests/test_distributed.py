@@ -142,7 +142,7 @@ def test_a_killed_two_process_run_resumes_exactly(tmp_path):
     run_dir = tmp_path / "run"
     crashed = train(RECIPE, *SETTINGS, "--nproc", "2", "--run-dir", str(run_dir), crash_at=5)
     assert crashed.returncode != 0 and "simulated crash at step 5" in crashed.stderr
-    resumed = train("--resume", str(run_dir), "--nproc", "2")
+    resumed = train("--resume", str(run_dir), "--nproc", "2", "--trust-plugins")  # the recipe lists a local plugin
     assert resumed.returncode == 0, resumed.stderr
     assert [r["step"] for r in records(run_dir)] == list(range(1, 9))
     expected = weights(straight)

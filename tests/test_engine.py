@@ -38,7 +38,8 @@ class CrashAt:
 
 
 def kill_at(step: int, trainer: Trainer, plugins) -> None:
-    """Run ``trainer`` until ``step`` ends, then kill it (after any checkpoint before that step)."""
+    """Run ``trainer`` until ``step`` ends, then kill it (after any checkpoint before that step),
+    releasing its run directory as the end of a killed process does."""
     crash = CrashAt(step)
     plugins.manager.register(crash)
     try:
@@ -46,6 +47,7 @@ def kill_at(step: int, trainer: Trainer, plugins) -> None:
             trainer.fit()
     finally:
         plugins.manager.unregister(crash)
+        trainer.directory.unlock()
 
 
 def assert_same_state(a: dict, b: dict) -> None:

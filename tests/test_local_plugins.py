@@ -96,12 +96,12 @@ def test_a_recipe_plugins_list_must_name_existing_paths(tiny_recipe, tmp_path):
         load_and_resolve(recipe, [], discover())
 
 
-def test_resume_reloads_the_plugins_a_recipe_lists(plugin_dir, tiny_recipe, tmp_path):
+def test_resume_reloads_the_plugins_a_recipe_lists_when_trusted(plugin_dir, tiny_recipe, tmp_path):
     recipe = plugin_dir.parent / "with-plugins.yaml"
     recipe.write_text(f"extends: {tiny_recipe}\nplugins: [my_plugins]\nobjective: {{name: negative-cosine}}\n"
                       f"eval: {{evaluators: []}}\n")
     assert run("train", str(recipe), "schedule.max_steps=2", "--run-dir", str(tmp_path / "run")).returncode == 0
-    resumed = run("train", "--resume", str(tmp_path / "run"))
+    resumed = run("train", "--resume", str(tmp_path / "run"), "schedule.max_steps=3", "--trust-plugins")
     assert resumed.returncode == 0, resumed.stderr
 
 

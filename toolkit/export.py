@@ -21,7 +21,7 @@ from safetensors.torch import load_model, save_model
 
 from toolkit.interfaces import Encoder
 from toolkit.plugins import Plugins, default_plugins, discover
-from toolkit.recipe import RecipeError, build
+from toolkit.recipe import ComponentError, RecipeError, build
 
 FORMAT = "selfsup-encoder"
 FORMAT_VERSION = 1
@@ -90,10 +90,10 @@ def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> 
     try:
         with torch.device("meta"):
             skeleton = build(plugins, "encoder", metadata["encoder"])
-    except (RecipeError, ValueError, TypeError, IndexError, KeyError) as error:
-        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: {error}") from None
-    except Exception:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
+    except ComponentError:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
         return
+    except (RecipeError, ValueError) as error:
+        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: {error}") from None
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     wrong = [f"{name} {expected[name]} vs stored {stored[name]}" for name in expected.keys() & stored.keys()
              if expected[name] != stored[name]]

@@ -1,4 +1,7 @@
-"""Kill a run at a chosen step, in process or as the CLI, and compare runs."""
+"""Runs for the reliability tests: a trainer from a recipe, a CLI run, a plugin that signals its own process.
+
+``kill_at`` and ``assert_same_state`` come from ``test_engine`` (shared with the other resume tests).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
-from toolkit import hookimpl
+from test_engine import assert_same_state, kill_at  # noqa: F401 (re-exported for the reliability tests)
 from toolkit.engine import Trainer
 from toolkit.plugins import Plugins
 from toolkit.recipe import load_and_resolve
@@ -21,36 +21,6 @@ QUIET = open(os.devnull, "w")
 def make_trainer(recipe: Path, plugins: Plugins, run_dir: Path, *overrides: str) -> Trainer:
     resolved = load_and_resolve(recipe, ["trainer.log_every=100", *overrides], plugins)
     return Trainer.from_recipe(resolved, plugins, run_dir, log=QUIET)
-
-
-class CrashAt:
-    """A plugin that kills training (raises) when a given step ends."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @hookimpl
-    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-        if step == self.step:
-            raise KeyboardInterrupt(f"simulated kill at step {step}")
-
-
-def kill_at(step: int, trainer: Trainer, plugins: Plugins) -> None:
-    """Run ``trainer`` until ``step`` ends, then kill it; release its run directory as a dead process would."""
-    crash = CrashAt(step)
-    plugins.manager.register(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            trainer.fit()
-    finally:
-        plugins.manager.unregister(crash)
-        trainer.directory.unlock()
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 SIGNALLING_PLUGIN = '''

@@ -72,8 +72,11 @@ def model_with_code(tmp_path: Path) -> Path:
     config["auto_map"] = {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"}
     (folder / "config.json").write_text(json.dumps(config))
     # transformers imports a folder's code from a copy in its own cache: the marker path is absolute
+    # (subclasses: transformers marks the classes it loads this way, which must not be BERT's own)
     (folder / "custom.py").write_text(f"from pathlib import Path\nPath({str(folder / 'executed')!r}).write_text('ran')\n"
-                                      "from transformers import BertConfig as CustomConfig, BertModel as CustomModel\n")
+                                      "from transformers import BertConfig, BertModel\n\n"
+                                      "class CustomConfig(BertConfig):\n    pass\n\n"
+                                      "class CustomModel(BertModel):\n    config_class = CustomConfig\n")
     return folder
 
 
