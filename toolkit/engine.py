@@ -439,7 +439,7 @@ class Trainer:
         self.model.objective.after_step(self.step, self.total_steps)
 
     def _data_source(self, block: dict[str, Any]) -> DataSource:
-        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec)
+        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec, device=self.device)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:
