@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.data import BatchPlan, ViewBatches, epoch_loader, subset_indices
+from toolkit.data import BatchPlan, ViewBatches, epoch_loader, item_seed, seeded_uniforms, subset_indices
 from toolkit.interfaces import Augmentation, DataSource, stack_views
 
 
@@ -114,3 +114,21 @@ def test_processes_take_disjoint_slices_that_concatenate_to_the_global_batch():
 def test_global_batch_must_split_evenly_over_processes():
     with pytest.raises(ValueError, match="number of processes"):
         BatchPlan(dataset_size=24, batch_size=6, seed=0, world_size=4)
+
+
+def test_seeded_uniforms_are_uniform_and_a_function_of_seed_stream_and_counter_only():
+    seeds = torch.tensor([item_seed(0, 0, position) for position in range(2000)])
+    u = seeded_uniforms(seeds, 0, 8)
+    assert u.shape == (2000, 8) and u.dtype == torch.float32 and (u >= 0).all() and (u < 1).all()
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    assert abs(torch.corrcoef(u.T)[0, 1].item()) < 0.1, "numbers of one item are not correlated"
+    assert torch.equal(seeded_uniforms(seeds[5:9], 0, 8), u[5:9]), "an item's numbers do not depend on its batch"
+    assert torch.equal(seeded_uniforms(seeds, 0, 4), u[:, :4])
+    assert not torch.equal(seeded_uniforms(seeds, 1, 8), u), "streams differ"
+
+
+def test_batches_carry_the_items_position_keyed_seeds():
+    plan = BatchPlan(dataset_size=32, batch_size=8, seed=4, micro_batches=2)
+    batch = ViewBatches(Numbers(32), Jitter(), stack_views, plan)[(2, 1, 1)]
+    positions = plan.positions(1, 1)
+    assert batch.seeds.tolist() == [item_seed(4, 2, position) for position in positions]

@@ -98,6 +98,18 @@ def test_corrupt_jpeg_names_the_file_and_index(tmp_path):
         JpegNpz(tmp_path / "bad.npz")[0]
 
 
+@pytest.mark.parametrize("source", [lambda **kw: JpegNpz(MINI, limit=64, **kw),
+                                    lambda **kw: ImageNpz(SHARED_DATA / "cifar10" / "cifar10.npz", limit=64, **kw)])
+def test_on_device_holds_the_decoded_items_as_one_tensor_indexable_by_a_batch(source):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    per_item, resident = source(), source(on_device=True, device=torch.device("cpu"))
+    assert per_item.device is None and resident.device == torch.device("cpu")
+    indices = torch.tensor([5, 0, 63])
+    assert torch.equal(resident[indices], torch.stack([per_item[i] for i in indices.tolist()]))
+    assert torch.equal(resident[7], per_item[7]) and torch.equal(resident.labels, per_item.labels)
+
+
 def test_image_npz_scales_grayscale_digits_to_uint8(tmp_path):
     np.savez(tmp_path / "digits.npz", x=np.full((4, 8, 8), 16, np.uint8), y=np.arange(4))
     source = ImageNpz(tmp_path / "digits.npz", max_value=16)

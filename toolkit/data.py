@@ -5,6 +5,12 @@ Each epoch visits a seeded permutation of the data source. Step ``b`` of epoch `
 Each item's augmentation draws from a generator seeded by ``(seed, epoch, position)``, so the
 same step produces the same views whatever the number of workers, the micro-batching, or a
 resume in between: the data position ``(epoch, step)`` is all a checkpoint needs to store.
+A batch carries those seeds (``Batch.seeds``), so a batched augmentation on the training device
+draws from the same keys (:func:`seeded_uniforms`).
+
+A source that holds its items as one tensor (``DataSource.device``) paired with a batched
+augmentation is batched with one indexing operation per micro-batch; held on an accelerator, its
+batches are made in the main process, with no loader workers and no host-to-device copy.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from toolkit.interfaces import Augmentation, Batch, DataSource, NotEvaluable
+from toolkit.interfaces import Augmentation, Batch, DataSource, NotEvaluable, stack_views
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class ViewBatches(Dataset):
     ) -> None:
         self.source, self.augmentation, self.collate, self.plan = source, augmentation, collate, plan
         self._orders: dict[int, torch.Tensor] = {}
+        # one indexing operation gives what N calls and the (default, stacking) collate would
+        self._stacked = source.device is not None and augmentation.batched and collate is stack_views
 
     def __len__(self) -> int:
         return self.plan.steps_per_epoch * self.plan.micro_batches
@@ -94,13 +102,19 @@ class ViewBatches(Dataset):
         order = self._order(epoch)
         positions = self.plan.positions(step, micro)
         indices = order[positions.start:positions.stop]
+        seeds = [item_seed(self.plan.seed, epoch, position) for position in positions]
+        if self._stacked:
+            views = self.augmentation(self.source[indices.to(self.source.device)])
+            labels = self.source.labels
+            return Batch(views=list(views), index=indices.clone(), labels=labels[indices] if labels is not None else None,
+                         seeds=torch.tensor(seeds))
         item_views = []
         with torch.random.fork_rng(devices=[]):
-            for position, index in zip(positions, indices.tolist()):
+            for seed, index in zip(seeds, indices.tolist()):
                 # the CPU generator only: torch.manual_seed also reseeds CUDA, 50x slower per item
-                torch.default_generator.manual_seed(item_seed(self.plan.seed, epoch, position))
+                torch.default_generator.manual_seed(seed)
                 item_views.append(self.augmentation(self.source[index]))
-        return collate_views(item_views, indices, self.source.labels, self.collate)
+        return collate_views(item_views, indices, self.source.labels, self.collate, torch.tensor(seeds))
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._orders:
@@ -135,7 +149,11 @@ class EpochKeys(Sampler):
 def epoch_loader(
     batches: ViewBatches, epoch: int, start_step: int, num_workers: int, pin_memory: bool
 ) -> DataLoader:
-    """Micro-batches of one epoch, in order, from ``start_step``."""
+    """Micro-batches of one epoch, in order, from ``start_step``; in the main process when the
+    source holds its items on an accelerator."""
+    device = batches.source.device
+    if device is not None and device.type != "cpu":
+        num_workers, pin_memory = 0, False
     return DataLoader(
         batches,
         batch_size=None,
@@ -156,17 +174,45 @@ def collate_views(
     indices: torch.Tensor,
     labels: torch.Tensor | None,
     collate: Callable[[Sequence[Any]], Any],
+    seeds: torch.Tensor | None = None,
 ) -> Batch:
     """``item_views[i][v]`` (item ``i``, view ``v``) -> a :class:`Batch` with one entry per view."""
     n_views = len(item_views[0])
     views = [collate([views[v] for views in item_views]) for v in range(n_views)]
-    return Batch(views=views, index=indices.clone(), labels=labels[indices] if labels is not None else None)
+    return Batch(views=views, index=indices.clone(), labels=labels[indices] if labels is not None else None,
+                 seeds=seeds)
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:
     """A distinct 63-bit seed per (run seed, epoch, position in epoch)."""
     mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + position * 0x94D049BB133111EB)
     return mixed % (2**63 - 1)
+
+
+def seeded_uniforms(seeds: torch.Tensor, stream: int, count: int) -> torch.Tensor:
+    """``(N, count)`` float32 uniform on ``[0, 1)``: numbers ``0 .. count - 1`` of stream ``stream``
+    of each item's seed ``seeds: (N,)`` int64 (``stream < 2**16``, ``count <= 2**16``).
+
+    Counter-based: number ``k`` is splitmix64 (Steele et al. 2014) of the mixed seed plus
+    ``(stream * 2**16 + k + 1)`` times the golden-ratio increment, top 24 bits. Computed in
+    int64 (wrapping like uint64) on the seeds' device: no generator state, no host round trip,
+    and an item's numbers do not depend on the batch, micro-batch or process it lands in.
+    """
+    counters = stream * 2**16 + torch.arange(1, count + 1, device=seeds.device)
+    bits = _splitmix64(_splitmix64(seeds)[:, None] + counters * _GOLDEN)
+    return ((bits >> 40) & 0xFFFFFF).to(torch.float32) * 2.0**-24
+
+
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+"""The splitmix64 increment as an int64 (two's complement of the uint64 constant)."""
+
+
+def _splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors; masked shifts make ``>>`` logical, as on uint64."""
+    z = z + _GOLDEN
+    z = (z ^ ((z >> 30) & (2**34 - 1))) * (0xBF58476D1CE4E5B9 - 2**64)
+    z = (z ^ ((z >> 27) & (2**37 - 1))) * (0x94D049BB133111EB - 2**64)
+    return z ^ ((z >> 31) & (2**33 - 1))
 
 
 def _leave_signals_to_the_main_process(worker_id: int) -> None:

@@ -444,7 +444,7 @@ class Trainer:
 
     def _data_source(self, block: dict[str, Any]) -> DataSource:
         return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec,
-                     holdout_fraction=self.eval_config.holdout_fraction)
+                     holdout_fraction=self.eval_config.holdout_fraction, device=self.device)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:

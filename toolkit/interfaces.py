@@ -31,13 +31,17 @@ class Batch:
     a tensor ``(N, ...)`` (images, waveforms, clips) or a dict of tensors (tokenized text).
     ``labels`` is ``(N,)`` int64 when the data source has labels, else ``None``; ``index`` is
     ``(N,)`` int64, the items' positions in the data source (memory banks need it). ``extras``
-    carries anything else a collate function adds (padding masks, lengths).
+    carries anything else a collate function adds (padding masks, lengths). ``seeds`` is ``(N,)``
+    int64, each item's random seed, keyed by its position in the epoch (the engine sets it): a
+    batched augmentation draws its per-item parameters from it (:func:`toolkit.data.seeded_uniforms`),
+    so they survive a resume, micro-batching and sharding unchanged.
     """
 
     views: list[Any]
     index: Tensor
     labels: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    seeds: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -48,6 +52,7 @@ class Batch:
             index=to_device(self.index, device, non_blocking),
             labels=to_device(self.labels, device, non_blocking),
             extras=to_device(self.extras, device, non_blocking),
+            seeds=to_device(self.seeds, device, non_blocking),
         )
 
 
@@ -64,6 +69,13 @@ class DataSource(abc.ABC):
     labels: Tensor | None = None
     num_classes: int | None = None
     split_note: str | None = None
+    device: torch.device | None = None
+    """Where a source keeps its items, decoded and stacked, when it holds them as one tensor
+    (data that fits in memory): ``source[indices]`` with an int64 tensor ``(N,)`` then gives the
+    stacked items ``(N, ...)`` in one indexing operation. ``None`` (the default): items are made
+    one by one, in data-loader workers. Items held on an accelerator are batched in the main
+    process (workers cannot share its memory); factories receive the training device by asking
+    for a ``device`` parameter."""
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -81,6 +93,11 @@ class Augmentation(abc.ABC):
     """
 
     n_views: int = 2
+    batched: bool = False
+    """True when all the random work is in ``on_device`` (drawn from ``Batch.seeds``): ``__call__``
+    then draws no random numbers and also takes a stack of items ``(N, ...)``, returning views
+    already stacked ``(N, ...)``, so a source that holds its items as one tensor
+    (:attr:`DataSource.device`) is batched with one indexing operation instead of ``N``."""
 
     @abc.abstractmethod
     def __call__(self, item: Any) -> list[View]:

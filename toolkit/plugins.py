@@ -39,7 +39,7 @@ KINDS: dict[str, str] = {
 INJECTED: dict[str, frozenset[str]] = {
     "projector": frozenset({"input_dim"}),
     "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
-    "datasource": frozenset({"input_spec", "holdout_fraction"}),
+    "datasource": frozenset({"input_spec", "holdout_fraction", "device"}),
     "optimizer": frozenset({"params"}),
 }
 """Factory parameters the engine supplies (by name) rather than the recipe."""

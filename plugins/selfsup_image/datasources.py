@@ -3,6 +3,13 @@
 Items are uint8 tensors ``(C, H, W)``; labels are int64 class indices, or ``None`` for
 unlabelled data. Layouts without a test split of their own hold one out
 (:func:`toolkit.data.holdout_split`).
+
+Data that fits in the training device's memory can live there (``on_device: true`` on the npz
+sources): the images are decoded once, kept as one uint8 tensor ``(N, C, H, W)`` on the device
+(CIFAR-10's 50,000 training images: 154 MB), and ``source[indices]`` gathers a batch there
+(:attr:`toolkit.interfaces.DataSource.device`). With ``augmentation.device: batch`` a step then
+costs one indexing operation and no host work per item; the loader-worker path stays the default,
+for data that does not fit.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ class ImageNpz(DataSource):
     held-out split of ``x_train`` (or ``x``) by ``eval.holdout_fraction``.
 
     ``limit`` keeps a fixed random subset of that many items. ``max_value`` rescales integer
-    images whose range is not 0-255 (sklearn's digits use 0-16).
+    images whose range is not 0-255 (sklearn's digits use 0-16). ``on_device`` keeps the images
+    in the training device's memory (see the module's docstring).
     """
 
     def __init__(self, path: Path, split: str = "train", limit: int | None = None, max_value: int = 255,
-                 holdout_fraction: float = 0.1) -> None:
+                 holdout_fraction: float = 0.1, on_device: bool = False,
+                 device: torch.device | None = None) -> None:
         with np.load(_existing(path)) as archive:
             x_key, one_list = _split_key(archive.files, "x", split, path)
             y_key = "y" + x_key[1:]
@@ -51,6 +60,8 @@ class ImageNpz(DataSource):
             images = (images.astype(np.float32) * (255.0 / max_value)).round().clip(0, 255)
         self.images = torch.from_numpy(np.ascontiguousarray(images.astype(np.uint8))).permute(0, 3, 1, 2)
         self.labels, self.num_classes = _labels(labels, keep)
+        if on_device:
+            self.images, self.device = _resident(self.images, device)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,10 +79,13 @@ class JpegNpz(DataSource):
 
     Images are decoded on access (libjpeg-turbo through ``torchvision.io``), so all 50,000
     CIFAR-10 training images cost 46 MB of memory. ``limit`` keeps a fixed random subset.
+    ``on_device`` decodes every image once, when the source is built, and keeps them in the
+    training device's memory (see the module's docstring; they must share one size).
     """
 
     def __init__(self, path: Path, split: str = "train", limit: int | None = None,
-                 holdout_fraction: float = 0.1) -> None:
+                 holdout_fraction: float = 0.1, on_device: bool = False,
+                 device: torch.device | None = None) -> None:
         self.path = _existing(path)
         with np.load(self.path) as archive:
             key, one_list = _split_key(archive.files, "jpeg", split, path)
@@ -84,11 +98,16 @@ class JpegNpz(DataSource):
         self.starts, self.ends = offsets[:-1][keep], offsets[1:][keep]
         self.labels, self.num_classes = _labels(labels, keep)
         self.split = split
+        self.images: Tensor | None = None
+        if on_device:
+            self.images, self.device = _resident(_stack_decoded(self, path), device)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, index: int) -> Tensor:
+    def __getitem__(self, index: int | Tensor) -> Tensor:
+        if self.images is not None:
+            return self.images[index]
         data = self.bytes[int(self.starts[index]):int(self.ends[index])]
         from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -149,6 +168,23 @@ class ImageFolder(DataSource):
             return decode_image(str(path), mode=ImageReadMode.RGB)
         except RuntimeError as error:
             raise ValueError(f"{path}: cannot decode this image ({error}); remove or replace the file") from None
+
+
+def _resident(images: Tensor, device: torch.device | None) -> tuple[Tensor, torch.device]:
+    """``images`` contiguous on ``device`` (the training device; the CPU when none is given)."""
+    device = torch.device(device or "cpu")
+    return images.contiguous().to(device), device
+
+
+def _stack_decoded(source: JpegNpz, path: Path) -> Tensor:
+    """Every image of ``source`` decoded, as one uint8 tensor ``(N, C, H, W)``."""
+    images = [source[i] for i in range(len(source))]
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise ValueError(f"{path}: data.on_device stacks the images into one tensor, but they have "
+                         f"{len(shapes)} shapes ({', '.join(map(str, sorted(shapes)[:3]))}, ...); set data.on_device: "
+                         f"false")
+    return torch.stack(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
 
 
 def _existing(path: Path) -> Path:
