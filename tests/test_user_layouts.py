@@ -7,6 +7,7 @@ A layout without a test split of its own (a flat folder, one file) is one list o
 from __future__ import annotations
 
 import io
+import json
 import wave
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
+from toolkit.cli import _trainer_for
 from toolkit.data import NoTestSplit, holdout_split
 from toolkit.engine import Trainer
 from toolkit.recipe import load_and_resolve
@@ -142,6 +144,21 @@ def test_without_holdout_evaluation_says_there_is_no_test_split_and_skips(tmp_pa
     log, _ = train(tmp_path, TINY_IMAGE_RECIPE.format(path=photos(tmp_path / "photos"), extra=", holdout_fraction: 0"))
     assert "evaluators that need a test split are skipped" in log
     assert sum("skipped: " in line and "no test split" in line for line in log.splitlines()) == 2
+
+
+def test_a_recipe_without_evaluators_trains_on_every_item_and_a_later_eval_says_so(tmp_path):
+    recipe = TINY_IMAGE_RECIPE.format(path=photos(tmp_path / "photos"), extra="").replace(
+        "evaluators: [{name: knn, k: 5}, {name: linear-probe, max_iter: 5}]", "evaluators: []")
+    log, run_dir = train(tmp_path, recipe)
+    assert "training on all 20 items" in log
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(r["kind"] == "train" for r in records)
+    trainer = _trainer_for(run_dir, (), _plugins(), trust_plugins=False)
+    assert len(trainer.source) == 20  # every image trained
+    output = io.StringIO()
+    trainer.log = output
+    assert trainer.evaluate(tag="eval_standalone") == {}
+    assert sum("no test split" in line for line in output.getvalue().splitlines()) == 2
 
 
 # time series

@@ -281,7 +281,9 @@ def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins, trus
 
     recipe = resolve(load(run_dir / "recipe.yaml", overrides), plugins, trust_plugins)
     if not recipe.section("eval")["evaluators"]:
-        recipe = resolve(load(run_dir / "recipe.yaml", [*DEFAULT_EVALUATORS, *overrides]), plugins, trust_plugins)
+        # the run had no evaluators, so it trained on every item: no held-out split is unseen
+        defaults = [*DEFAULT_EVALUATORS, "eval.holdout_fraction=0.0"]
+        recipe = resolve(load(run_dir / "recipe.yaml", [*defaults, *overrides]), plugins, trust_plugins)
     trainer = Trainer(recipe, plugins, run_dir)
     trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
     return trainer

@@ -96,9 +96,10 @@ class EvalConfig:
     ``split`` defaults to ``train`` / ``test``) and the
     augmentation's evaluation transform. Data without a test split of its own (a flat folder,
     one file) holds out a seeded ``holdout_fraction`` of its items as ``test`` (the training
-    split is the rest; the log says so); with ``holdout_fraction: 0`` it trains on every item
-    and evaluators that need a test split are skipped. ``every_epochs`` / ``every_steps`` (0: off) add periodic
-    evaluations to the one at the end;
+    split is the rest; the log says so); with ``holdout_fraction: 0``, or a recipe with no
+    evaluators (nothing to hold out for), it trains on every item and evaluators that need a test
+    split are skipped. ``every_epochs`` / ``every_steps`` (0: off) add periodic evaluations to the
+    one at the end;
     ``at_start: true`` also evaluates the encoder before training (random or pretrained init).
     ``select_best: {metric: sts_dev_spearman, mode: max}`` keeps the encoder of the best
     evaluation so far (before training included) as the run's ``encoder/`` export and its
@@ -113,4 +114,4 @@ class EvalConfig:
     test_data: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
     batch_size: Positive = 256
     select_best: dict[str, str] | None = None
-    holdout_fraction: float = 0.1
+    holdout_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.1

@@ -443,8 +443,10 @@ class Trainer:
         self.model.objective.after_step(self.step, self.total_steps)
 
     def _data_source(self, block: dict[str, Any]) -> DataSource:
+        # a recipe that never evaluates trains on every item: there is nothing to hold out for
+        holdout = self.eval_config.holdout_fraction if self.eval_config.evaluators else 0.0
         return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec,
-                     holdout_fraction=self.eval_config.holdout_fraction, device=self.device)
+                     holdout_fraction=holdout, device=self.device)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:
