@@ -40,8 +40,10 @@ def shard(rank: int, init_file: str, x: torch.Tensor, queue) -> None:
     (y * weights).sum().backward()
     for grad in (norm.weight.grad, norm.bias.grad):
         dist.all_reduce(grad)  # as DDP does (it averages; the summed loss here is not divided)
-    queue.put((rank, type(norm).__name__, y.detach(), part.grad, norm.weight.grad, norm.bias.grad,
-               norm.running_mean.clone(), norm.running_var.clone()))
+    # numpy arrays travel by value; tensors would travel as shared-memory file descriptors, which
+    # the parent cannot fetch once this process has exited (a race seen on a loaded machine)
+    tensors = (y, part.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var)
+    queue.put((rank, type(norm).__name__, *(t.detach().numpy().copy() for t in tensors)))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -55,7 +57,8 @@ def test_two_processes_normalise_and_differentiate_like_one_batch(tmp_path):
     processes = [context.Process(target=shard, args=(rank, str(tmp_path / "init"), x, queue)) for rank in range(WORLD)]
     for process in processes:
         process.start()
-    results = sorted(queue.get(timeout=120) for _ in range(WORLD))
+    received = sorted((queue.get(timeout=120) for _ in range(WORLD)), key=lambda r: r[0])
+    results = [(rank, name, *map(torch.from_numpy, arrays)) for rank, name, *arrays in received]
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
