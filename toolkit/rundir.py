@@ -139,7 +139,7 @@ def writing(path: Path) -> Iterator[None]:
         elif error.errno == errno.EDQUOT:
             advice = "the disk quota is exceeded; free space and resume the run"
         else:
-            advice = "check the file system"
+            advice = "check that the folder exists and its file system is mounted and healthy, then resume the run"
         raise RunDirectoryError(f"cannot write {path}: {error.strerror or error}; {advice}") from None
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import operator
 import types
 import typing
 from pathlib import Path
@@ -153,34 +154,35 @@ class _OutOfRange(ValueError):
     """A value of the right type breaks a constraint of its ``Annotated`` annotation."""
 
 
-_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+_BOUNDS = (("gt", ">", operator.gt), ("ge", ">=", operator.ge), ("lt", "<", operator.lt), ("le", "<=", operator.le))
+"""The bound attributes of ``Gt``/``Ge``/``Lt``/``Le``/``Interval``: name, symbol, test."""
 
 
 def _describe_constraint(constraint: Any) -> str:
     if isinstance(constraint, annotated_types.Predicate):
-        return f"{constraint.func.__name__.strip('_').replace('_', ' ')}"
-    if isinstance(constraint, (annotated_types.MinLen, annotated_types.MaxLen)):
-        bound = "at least" if isinstance(constraint, annotated_types.MinLen) else "at most"
-        return f"{bound} {getattr(constraint, 'min_length', getattr(constraint, 'max_length', None))} items"
-    bounds = [f"{symbol} {getattr(constraint, name)}" for name, symbol in _BOUNDS
-              if getattr(constraint, name, None) is not None]
-    return " and ".join(bounds)
+        return constraint.func.__name__.strip("_").replace("_", " ")
+    if isinstance(constraint, annotated_types.MinLen):
+        return f"at least {constraint.min_length} items"
+    if isinstance(constraint, annotated_types.MaxLen):
+        return f"at most {constraint.max_length} items"
+    return " and ".join(f"{symbol} {getattr(constraint, name)}" for name, symbol, _ in _BOUNDS
+                        if getattr(constraint, name, None) is not None)
+
+
+def _satisfies(value: Any, constraint: Any) -> bool:
+    if isinstance(constraint, annotated_types.Predicate):
+        return bool(constraint.func(value))
+    if isinstance(constraint, annotated_types.MinLen):
+        return len(value) >= constraint.min_length
+    if isinstance(constraint, annotated_types.MaxLen):
+        return len(value) <= constraint.max_length
+    return all(test(value, getattr(constraint, name)) for name, _, test in _BOUNDS
+               if getattr(constraint, name, None) is not None)
 
 
 def _check_constraints(value: Any, constraints: tuple[Any, ...]) -> None:
     for constraint in constraints:
-        if isinstance(constraint, annotated_types.Predicate):
-            ok = constraint.func(value)
-        elif isinstance(constraint, annotated_types.MinLen):
-            ok = len(value) >= constraint.min_length
-        elif isinstance(constraint, annotated_types.MaxLen):
-            ok = len(value) <= constraint.max_length
-        else:
-            checks = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b,
-                      "le": lambda b: value <= b}
-            ok = all(checks[name](getattr(constraint, name)) for name, _ in _BOUNDS
-                     if getattr(constraint, name, None) is not None)
-        if not ok:
+        if not _satisfies(value, constraint):
             raise _OutOfRange(f"must be {_describe_constraint(constraint)}")
 
 
