@@ -371,7 +371,8 @@ class Trainer:
         return f"the last good checkpoint is {self.run_dir / CHECKPOINT} (step {self.checkpoint_step})"
 
     def _divergence_advice(self) -> str:
-        return (f"Lower the learning rate, clip gradients or train in fp32, e.g. `selfsup train --resume {self.run_dir} "
+        return (f"Lower the learning rate, clip gradients or train in fp32, e.g. "
+                f"`selfsup train --resume {self.run_dir} "
                 f"optimizer.lr={self.recipe.section('optimizer').get('lr', 0.1) / 10:g} trainer.clip_grad_norm=1.0`, "
                 f"or start again")
 

@@ -93,7 +93,8 @@ def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> 
     except ComponentError:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
         return
     except (RecipeError, ValueError) as error:
-        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: {error}") from None
+        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: "
+                         f"{error}") from None
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     wrong = [f"{name} {expected[name]} vs stored {stored[name]}" for name in expected.keys() & stored.keys()
              if expected[name] != stored[name]]

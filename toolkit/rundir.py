@@ -121,7 +121,8 @@ class RunDirectory:
         write_atomic(path, kept)
 
     def record(self, event: str, **details: Any) -> None:
-        """Append one event (``start``, ``resume``, ``interrupted``, ``diverged``, ``finished``) to ``history.jsonl``."""
+        """Append one event (``start``, ``resume``, ``interrupted``, ``diverged``, ``finished``) to
+        ``history.jsonl``."""
         _append_line(self.path / HISTORY, json.dumps({"event": event, "time": _now(), "host": socket.gethostname(),
                                                       "pid": os.getpid(), **details}))
 

@@ -73,10 +73,10 @@ def model_with_code(tmp_path: Path) -> Path:
     (folder / "config.json").write_text(json.dumps(config))
     # transformers imports a folder's code from a copy in its own cache: the marker path is absolute
     # (subclasses: transformers marks the classes it loads this way, which must not be BERT's own)
-    (folder / "custom.py").write_text(f"from pathlib import Path\nPath({str(folder / 'executed')!r}).write_text('ran')\n"
-                                      "from transformers import BertConfig, BertModel\n\n"
-                                      "class CustomConfig(BertConfig):\n    pass\n\n"
-                                      "class CustomModel(BertModel):\n    config_class = CustomConfig\n")
+    marker = f"from pathlib import Path\nPath({str(folder / 'executed')!r}).write_text('ran')\n"
+    (folder / "custom.py").write_text(marker + "from transformers import BertConfig, BertModel\n\n"
+                                               "class CustomConfig(BertConfig):\n    pass\n\n"
+                                               "class CustomModel(BertModel):\n    config_class = CustomConfig\n")
     return folder
 
 
