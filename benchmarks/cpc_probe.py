@@ -80,7 +80,7 @@ def main() -> None:
 
 
 def _source(trainer: Trainer, role: str, label: str) -> DataSource:
-    block = {**trainer.recipe.section("data"), **getattr(trainer.eval_config, f"{role}_data"), "label": label}
+    block = {**trainer.recipe.block("data"), **getattr(trainer.eval_config, f"{role}_data"), "label": label}
     return build(trainer.plugins, "datasource", block, input_spec=trainer.encoder.input_spec)
 
 

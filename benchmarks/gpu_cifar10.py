@@ -43,25 +43,25 @@ class EpochClock:
     the GPU has finished the step)."""
 
     def __init__(self) -> None:
-        self.ends: list[float] = []
+        self.epoch_ends: dict[int, float] = {}
         self.started = time.perf_counter()
 
     @hookimpl
-    def on_step_end(self, trainer, step, metrics):
-        if trainer.step_in_epoch == trainer.plan.steps_per_epoch:
-            self.ends.append(time.perf_counter())
+    def on_step_end(self, run, step, metrics):
+        self.epoch_ends[run.epoch] = time.perf_counter()  # the last step of an epoch writes its end
 
     def epoch_seconds(self) -> list[float]:
-        starts = [self.started, *self.ends[:-1]]
-        return [end - start for start, end in zip(starts, self.ends)]
+        ends = [self.epoch_ends[epoch] for epoch in sorted(self.epoch_ends)]
+        starts = [self.started, *ends[:-1]]
+        return [end - start for start, end in zip(starts, ends)]
 
 
 def overrides(method: str, args: argparse.Namespace) -> list[str]:
     """The recipe overrides of the fast path at this budget."""
     plugins = default_plugins()
     recipe = load_and_resolve(ROOT / "recipes" / f"{method}-cifar10.yaml", [], plugins)
-    lr = recipe.section("optimizer")["lr"] * BATCH_SIZE / recipe.section("trainer")["batch_size"]
-    schedule = recipe.section("schedule")
+    lr = recipe.block("optimizer")["lr"] * BATCH_SIZE / recipe.block("trainer")["batch_size"]
+    schedule = recipe.block("schedule")
     warmup = schedule["warmup_epochs"] * args.epochs / schedule["epochs"]
     on_gpu = args.device != "cpu"
     limit = f"{args.limit}" if args.limit else "null"

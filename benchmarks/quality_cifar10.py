@@ -41,7 +41,7 @@ def budget_overrides(recipe_path: Path, args: argparse.Namespace) -> list[str]:
     """The overrides that shrink ``recipe_path`` to the benchmark's budget."""
     plugins = default_plugins()
     recipe = load_and_resolve(recipe_path, [], plugins)
-    lr = recipe.section("optimizer")["lr"] * args.batch_size / recipe.section("trainer")["batch_size"]
+    lr = recipe.block("optimizer")["lr"] * args.batch_size / recipe.block("trainer")["batch_size"]
     return [
         f"encoder.width={args.width}",
         f"data.limit={args.train_limit}",

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import torch
 
-from toolkit import cpu, hookimpl
+from toolkit import RunContext, cpu, hookimpl
 from toolkit.engine import Trainer, _autocast_dtype, resolve_device
 from toolkit.losses import nt_xent
-from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
+from toolkit.optim import parameter_groups, warmup_cosine
 from toolkit.plugins import default_plugins
-from toolkit.recipe import build, call_factory, load_and_resolve
+from toolkit.recipe import load_and_resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class StepClock:
         self.times: list[float] = []
 
     @hookimpl
-    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+    def on_step_end(self, run: RunContext, step: int, metrics: dict[str, float]) -> None:
         self.times.append(time.perf_counter())
 
 
@@ -66,7 +66,7 @@ def engine_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, s
         with tempfile.TemporaryDirectory() as run_dir:
             trainer = Trainer.from_recipe(recipe, plugins, Path(run_dir) / "run", log=open(os.devnull, "w"))
             trainer.fit()
-        batch = recipe.section("trainer")["batch_size"]
+        batch = recipe.block("trainer")["batch_size"]
         return batch * steps / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
     finally:
         plugins.manager.unregister(clock)
@@ -86,12 +86,12 @@ class TwoViews(torch.utils.data.Dataset):
 def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, steps: int) -> float:
     plugins = default_plugins()
     recipe = load_and_resolve(recipe_path, overrides, plugins)
-    torch.manual_seed(recipe.section("trainer")["seed"])
-    encoder = build(plugins, "encoder", recipe.section("encoder"))
-    projector = build(plugins, "projector", recipe.section("projector"), input_dim=encoder.output_dim)
-    source = build(plugins, "datasource", recipe.section("data"))
-    augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
-    trainer, schedule = recipe.section("trainer"), recipe.section("schedule")
+    torch.manual_seed(recipe.block("trainer")["seed"])
+    encoder = recipe.build("encoder")
+    projector = recipe.build("projector", input_dim=encoder.output_dim)
+    source = recipe.build("data")
+    augmentation = recipe.build("augmentation")
+    trainer, schedule = recipe.block("trainer"), recipe.block("schedule")
     device = resolve_device(trainer["device"])
     model = torch.nn.Sequential(encoder, projector).to(device)
     if trainer["channels_last"]:
@@ -101,9 +101,7 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
     dtype = _autocast_dtype(trainer["precision"], device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     memory_format = torch.channels_last if trainer["channels_last"] else torch.contiguous_format
-    optimizer_block = recipe.section("optimizer")
-    optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
-                             params=parameter_groups([model]))
+    optimizer = recipe.build("optimizer", params=parameter_groups([model]))
     if os.environ.get("THROUGHPUT_PLAIN_CPU_SETTINGS") == "engine":
         cpu.configure(trainer["flush_denormal"], trainer["tune_malloc"])
     else:  # what a hand-written loop gets by default, except denormals (trajectory-dependent, see toolkit/cpu.py)
@@ -113,7 +111,7 @@ def plain_samples_per_s(recipe_path: Path, overrides: list[str], warmup: int, st
     loader = torch.utils.data.DataLoader(TwoViews(source, augmentation), batch_size=trainer["batch_size"],
                                          shuffle=True, drop_last=True, num_workers=trainer["num_workers"],
                                          pin_memory=device.type == "cuda")
-    temperature = recipe.section("objective")["temperature"]
+    temperature = recipe.block("objective")["temperature"]
     times, done = [], 0
     while done < warmup + steps:
         for first, second in loader:

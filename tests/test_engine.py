@@ -13,6 +13,7 @@ import torch
 
 from toolkit import checkpoint, hookimpl
 from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, resolve_device
+from toolkit.errors import RecipeError
 from toolkit.interfaces import ObjectiveOutput
 from toolkit.recipe import load_and_resolve
 from toolkit.rundir import RunDirectoryError
@@ -32,7 +33,7 @@ class CrashAt:
         self.step = step
 
     @hookimpl
-    def on_step_end(self, trainer, step, metrics):
+    def on_step_end(self, run, step, metrics):
         if step == self.step:
             raise KeyboardInterrupt(f"simulated kill at step {step}")
 
@@ -126,7 +127,7 @@ def test_run_directory_holds_recipe_metrics_checkpoint_and_encoder(tiny_recipe, 
 
 def test_a_fresh_run_refuses_to_overwrite_an_existing_one(tiny_recipe, plugins, tmp_path):
     make_trainer(tiny_recipe, plugins, tmp_path / "run", "schedule.max_steps=1").fit()
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunDirectoryError, match="--resume"):
         make_trainer(tiny_recipe, plugins, tmp_path / "run")
 
 
@@ -135,19 +136,25 @@ def test_lifecycle_hooks_fire_in_order(tiny_recipe, plugins, tmp_path):
 
     class Recorder:
         @hookimpl
-        def on_train_start(self, trainer):
+        def on_train_start(self, run):
             calls.append("start")
 
         @hookimpl
-        def on_step_end(self, trainer, step, metrics):
+        def on_before_optimizer_step(self, run, step):
+            assert run.step == step - 1 and all(p.grad is not None for p in run.encoder.parameters())
+            calls.append(f"before{step}")
+
+        @hookimpl
+        def on_step_end(self, run, step, metrics):
+            assert run.step == step and run.total_steps == 2
             calls.append(f"step{step}")
 
         @hookimpl
-        def on_eval_end(self, trainer, step, metrics):
+        def on_eval_end(self, run, step, metrics):
             calls.append(f"eval{step}")
 
         @hookimpl
-        def on_train_end(self, trainer, metrics):
+        def on_train_end(self, run, metrics):
             calls.append("end")
 
     recorder = Recorder()
@@ -157,7 +164,25 @@ def test_lifecycle_hooks_fire_in_order(tiny_recipe, plugins, tmp_path):
         Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()
     finally:
         plugins.manager.unregister(recorder)
-    assert calls == ["start", "step1", "step2", "eval2", "end"]
+    assert calls == ["start", "before1", "step1", "before2", "step2", "eval2", "end"]
+
+
+def test_a_hook_that_asks_for_the_trainer_gets_it_with_a_deprecation_warning(tiny_recipe, plugins, tmp_path):
+    seen = []
+
+    class OldLogger:
+        @hookimpl
+        def on_step_end(self, trainer, step, metrics):
+            seen.append((type(trainer).__name__, step))
+
+    with pytest.warns(DeprecationWarning, match="take `run`"):
+        plugins.manager.register(OldLogger(), name="old-logger")
+    try:
+        recipe = load_and_resolve(tiny_recipe, ["schedule.max_steps=1", *FAST], plugins)
+        Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()
+    finally:
+        plugins.manager.unregister(name="old-logger")
+    assert seen == [("Trainer", 1)]
 
 
 def test_gradient_accumulation_runs_the_same_number_of_optimizer_steps(tiny_recipe, plugins, tmp_path):
@@ -263,5 +288,5 @@ def test_select_best_keeps_the_encoder_of_the_best_evaluation(tiny_recipe, plugi
 
 def test_select_best_with_a_metric_no_evaluator_reports_is_a_clear_error(tiny_recipe, plugins, tmp_path):
     recipe = load_and_resolve(tiny_recipe, ["eval.at_start=true", "eval.select_best={metric: sts_spearman}"], plugins)
-    with pytest.raises(KeyError, match="evaluators report only knn_top1"):
+    with pytest.raises(RecipeError, match="evaluators report only knn_top1"):
         Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w")).fit()

@@ -42,7 +42,7 @@ def straight_and_resumed(recipe: Path, plugins, tmp_path: Path) -> tuple[Trainer
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*-cifar10.yaml")) + sorted(TINY.glob("*.yaml")),
                          ids=lambda path: path.stem if path.parent == TINY else f"{path.stem} (full)")
 def test_method_recipes_validate(recipe, plugins):
-    assert load_and_resolve(recipe, [], plugins).section("objective")["name"]
+    assert load_and_resolve(recipe, [], plugins).block("objective")["name"]
 
 
 @pytest.mark.parametrize("name", ["simsiam", "supcon", "instdisc", "multicrop"])  # moco, byol: the resume tests

@@ -14,12 +14,12 @@ from selfsup_image.byol import BYOL
 from selfsup_image.encoders import ResNet18
 from selfsup_image.instdisc import InstDisc
 from selfsup_image.moco import MoCo
-from selfsup_image.momentum import MomentumTarget, cosine_momentum, ema_update
-from selfsup_image.objectives import NTXent
-from selfsup_image.queue import KeyQueue
+from toolkit.momentum import MomentumTarget, cosine_momentum, ema_update
+from selfsup_image.simclr import NTXent
+from toolkit.memory import KeyQueue
 from selfsup_image.simsiam import SimSiam
 from selfsup_image.supcon import SupCon
-from selfsup_image.views import prediction_pairs
+from toolkit.views import prediction_pairs
 from toolkit.interfaces import Batch
 from toolkit.losses import info_nce
 from toolkit.optim import parameter_groups
@@ -159,7 +159,7 @@ def test_byol_tau_follows_the_cosine_schedule_to_one():
     objective = BYOL(encoder, projector, base_tau=0.99)
     taus = []
     for step in range(1, 11):
-        objective.after_step(step, 10)
+        objective.after_step(step, 10, encoder, projector)
         taus.append(float(objective.target.momentum))
     assert taus[0] == pytest.approx(0.99) and taus == sorted(taus)
     assert taus[-1] == pytest.approx(cosine_momentum(0.99, 9, 10)) and taus[-1] > 0.9997

@@ -86,7 +86,7 @@ def test_a_recipe_plugins_list_is_resolved_from_the_recipe_folder(plugin_dir, ti
     recipe.write_text(f"extends: {tiny_recipe}\nplugins: [my_plugins]\nobjective: {{name: negative-cosine}}\n")
     resolved = load_and_resolve(recipe, [], discover())
     assert resolved.values["plugins"] == [str(plugin_dir)]
-    assert resolved.section("objective") == {"name": "negative-cosine", "scale": 1.0}
+    assert resolved.block("objective") == {"name": "negative-cosine", "scale": 1.0}
 
 
 def test_a_recipe_plugins_list_must_name_existing_paths(tiny_recipe, tmp_path):

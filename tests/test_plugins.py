@@ -162,7 +162,7 @@ def test_builtin_plugins_register_their_components(plugins: Plugins, kind: str, 
 
 
 def test_plugin_info_lists_the_hooks_a_plugin_implements(plugins: Plugins) -> None:
-    assert plugins.infos["core"].hooks == ["register_evaluators", "register_projectors"]
+    assert plugins.infos["core"].hooks == ["register_evaluators", "register_optimizers", "register_projectors"]
 
 
 # Plugins that fail to import
@@ -478,7 +478,8 @@ def test_plugins_command_lists_components_and_hooks_by_kind(
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert ["encoders:", "resnet18,", "resnet34,", "resnet50"] in lines
     assert ["evaluators:", "knn,", "linear-probe"] in lines
-    assert ["hooks:", "register_evaluators,", "register_projectors"] in lines
+    assert ["optimizers:", "sgd,", "adamw,", "lars"] in lines
+    assert ["hooks:", "register_evaluators,", "register_optimizers,", "register_projectors"] in lines
 
 
 def test_plugins_command_reports_a_plugin_that_failed_to_load(
@@ -500,7 +501,8 @@ def test_plugins_json_lists_name_version_and_components(
 
     listing = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
     assert listing["core"]["version"] == TOOLKIT_VERSION
-    assert listing["core"]["components"] == {"projector": ["identity", "mlp"], "evaluator": ["knn", "linear-probe"]}
+    assert listing["core"]["components"] == {"projector": ["identity", "mlp"], "evaluator": ["knn", "linear-probe"],
+                                             "optimizer": ["sgd", "adamw", "lars"]}
     assert listing["image"]["components"]["encoder"] == ["resnet18", "resnet34", "resnet50"]
     assert listing["image"]["components"]["objective"][0] == "nt-xent"
 

@@ -265,9 +265,9 @@ def test_optimizer_defaults_to_sgd_with_its_defaults(minimal, plugins):
 
 def test_engine_sections_default_to_their_dataclass_defaults(minimal, plugins):
     recipe = load_and_resolve(minimal, [], plugins)
-    assert recipe.config("trainer") == TrainerConfig()
-    assert recipe.config("schedule") == ScheduleConfig()
-    assert recipe.config("eval") == EvalConfig()
+    assert recipe.settings("trainer") == TrainerConfig()
+    assert recipe.settings("schedule") == ScheduleConfig()
+    assert recipe.settings("eval") == EvalConfig()
 
 
 def test_name_defaults_to_the_file_stem(tmp_path, plugins):
@@ -342,7 +342,7 @@ def test_unknown_component_lists_close_matches(tmp_path, plugins):
 def test_unknown_optimizer_lists_the_known_ones(minimal, plugins):
     message = resolve_error(minimal, plugins, ["optimizer.name=lasr"])
     assert "optimizer.name: no optimizer named 'lasr'. Did you mean 'lars'?" in message
-    assert "Known: adamw, lars, sgd" in message
+    assert "Did you mean 'lars'? Registered optimizers: adamw, lars, sgd" in message
 
 
 def test_component_block_without_a_name_is_an_error(tmp_path, plugins):

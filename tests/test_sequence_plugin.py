@@ -316,7 +316,7 @@ CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.y
 @pytest.mark.parametrize("name", CPC_RECIPES)
 def test_cpc_recipes_validate(name, plugins):
     recipe = load_and_resolve(RECIPES / name, [], plugins)
-    assert recipe.section("objective")["name"] == "cpc"
+    assert recipe.block("objective")["name"] == "cpc"
 
 
 @needs_shared_data

@@ -28,7 +28,8 @@ from selfsup_text.datasources import text_source
 from selfsup_text.encoders import HFTransformerEncoder, resolve_model
 from selfsup_text.export import main as export_main
 from selfsup_text.export import save_pretrained
-from selfsup_text.objectives import SimCSE, concat_views
+from selfsup_text.objectives import SimCSE
+from toolkit.views import concat_views
 from selfsup_text.projectors import SimCSEMLP
 from selfsup_text.sts import STSEvaluator, spearman
 

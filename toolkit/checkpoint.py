@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from toolkit.errors import TrainingError
 from toolkit.rundir import writing
 
 
@@ -49,13 +50,13 @@ def non_finite(state: dict[str, Any], prefix: str = "") -> list[str]:
 
 def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: the run never reached its first checkpoint "
+        raise TrainingError(f"no checkpoint at {path}: the run never reached its first checkpoint "
                                 f"(trainer.checkpoint_every); `selfsup train --resume {path.parent.parent}` "
                                 f"starts it from step 0")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RuntimeError(f"checkpoint {path} cannot be read ({error}); it was not written by selfsup "
+        raise TrainingError(f"checkpoint {path} cannot be read ({error}); it was not written by selfsup "
                            f"or the disk is damaged") from error
 
 

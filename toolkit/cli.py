@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from toolkit.errors import RecipeError, SelfsupError
+
 if TYPE_CHECKING:  # the commands import what they use, so that `selfsup --help` imports no torch
     from toolkit.engine import Trainer
     from toolkit.plugins import Plugins
 
-INTERRUPTED = 75
-"""Exit status after a stop on SIGTERM or Ctrl-C that wrote a checkpoint (EX_TEMPFAIL: resume later)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
@@ -34,29 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_torchrun(args, argv)
     try:
         return args.handler(args)
-    except Exception as error:
-        status = _exit_status(error)
-        if status is None or os.environ.get("SELFSUP_TRACEBACK"):
+    except SelfsupError as error:  # anything else is a bug: its traceback shows
+        if os.environ.get("SELFSUP_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)
-        return status
-
-
-def _exit_status(error: Exception) -> int | None:
-    """2 for bad input (recipe, plugin, file), 75 after a graceful stop, 1 for run-time failures
-    (divergence, a full disk), None to show a traceback."""
-    from toolkit.engine import TrainingInterrupted
-    from toolkit.plugins import PluginError, UnknownComponentError
-    from toolkit.recipe import RecipeError
-
-    if isinstance(error, (RecipeError, PluginError, UnknownComponentError, FileNotFoundError, FileExistsError,
-                          ValueError, KeyError)):
-        return 2
-    if isinstance(error, TrainingInterrupted):
-        return INTERRUPTED
-    if isinstance(error, RuntimeError):  # TrainingDiverged and other run-time failures
-        return 1
-    return None
+        return error.exit_status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,7 +160,7 @@ def _launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
     elif args.nnodes == "1":
         command += ["--standalone"]
     else:
-        raise ValueError("a multi-node run needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        raise RecipeError("a multi-node run needs --rdzv-endpoint HOST:PORT (the same on every node)")
     child = subprocess.Popen([*command, "-m", "toolkit", *forwarded])
     # a cluster's SIGTERM reaches this process only: pass it on, and torchrun passes it to every
     # worker, which finishes its step and writes a checkpoint (Ctrl-C reaches all of them already)
@@ -216,7 +198,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{verb} {args.resume} at step {trainer.step}/{trainer.total_steps}", file=sys.stderr)
     else:
         if args.recipe is None:
-            raise ValueError("give a recipe (selfsup train RECIPE [key=value ...]) or --resume RUN_DIR")
+            raise RecipeError("give a recipe (selfsup train RECIPE [key=value ...]) or --resume RUN_DIR")
         recipe = load_and_resolve(args.recipe, args.overrides, plugins)
         trainer = Trainer.from_recipe(recipe, plugins, args.run_dir)
         print(f"training {recipe.name} for {trainer.total_steps} steps on {trainer.device}; run directory "
@@ -232,7 +214,7 @@ def _train(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """SIGTERM (a cluster preempting the job) or Ctrl-C: finish the step, write a checkpoint, exit
-    with :data:`INTERRUPTED`. A second signal stops at once (checkpoints are atomic)."""
+    with :data:`toolkit.errors.INTERRUPTED`. A second signal stops at once (checkpoints are atomic)."""
     def handle(number: int, frame: object) -> None:
         if trainer.stop_signal is not None:
             signal.signal(number, signal.SIG_DFL)
@@ -280,7 +262,7 @@ def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins, trus
     from toolkit.recipe import load, resolve
 
     recipe = resolve(load(run_dir / "recipe.yaml", overrides), plugins, trust_plugins)
-    if not recipe.section("eval")["evaluators"]:
+    if not recipe.block("eval")["evaluators"]:
         # the run had no evaluators, so it trained on every item: no held-out split is unseen
         defaults = [*DEFAULT_EVALUATORS, "eval.holdout_fraction=0.0"]
         recipe = resolve(load(run_dir / "recipe.yaml", [*defaults, *overrides]), plugins, trust_plugins)

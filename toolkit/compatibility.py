@@ -22,6 +22,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union
 
+from toolkit.errors import RecipeError
+
 if TYPE_CHECKING:
     from toolkit.plugins import Plugins
 
@@ -63,7 +65,7 @@ Declared = Union[Contract, Callable[[dict[str, Any]], Contract]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class IncompatibleComponents(ValueError):
+class IncompatibleComponents(RecipeError):
     """Two components of a recipe cannot work together; the message names both and a fix."""
 
 

@@ -13,10 +13,8 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Interval
 
+from toolkit.limits import NonNegative, Positive
 from toolkit.schema import SchemaError
-
-Positive = Annotated[int, Ge(1)]
-NonNegative = Annotated[int, Ge(0)]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from toolkit.errors import DataError
 from toolkit.interfaces import Augmentation, Batch, DataSource, NotEvaluable, stack_views
 
 
@@ -240,7 +241,7 @@ def subset_indices(size: int, limit: int | None, seed: int = 0) -> torch.Tensor:
     return torch.randperm(size, generator=generator)[:limit].sort().values
 
 
-class NoTestSplit(NotEvaluable, ValueError):
+class NoTestSplit(NotEvaluable, DataError):
     """The data has no test split and ``eval.holdout_fraction`` is 0, so none is held out."""
 
 
@@ -263,7 +264,7 @@ def holdout_split(
     if not 0 <= fraction < 1:
         raise ValueError(f"eval.holdout_fraction must be in [0, 1), got {fraction}")
     if split not in ("train", "test", "all"):
-        raise ValueError(f"{where} has no split named {split!r}: it is one list of items, split into train and "
+        raise DataError(f"{where} has no split named {split!r}: it is one list of items, split into train and "
                          f"test (a held-out eval.holdout_fraction) or taken whole with split: all")
     if split == "all":
         return torch.arange(size), f"{where}: every one of its {size} items (split: all)"
@@ -292,7 +293,7 @@ def split_folder(root: Path, split: str) -> tuple[Path, bool]:
     if split not in ("train", "test", "all") or (root / "test").is_dir():
         if not (root / split).is_dir():
             folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-            raise FileNotFoundError(f"{root}: no {split}/ folder for data.split {split!r} (folders there: "
+            raise DataError(f"{root}: no {split}/ folder for data.split {split!r} (folders there: "
                                     f"{', '.join(folders) or 'none'})")
         return root / split, False
     return (root / "train" if (root / "train").is_dir() else root), True

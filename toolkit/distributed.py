@@ -15,7 +15,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as distributed_autograd
 from torch import Tensor
+
+from toolkit.errors import RecipeError
 
 
 def init_from_environment(device: str = "auto") -> bool:
@@ -32,7 +35,7 @@ def init_from_environment(device: str = "auto") -> bool:
         if on_gpus:
             local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
             if local_rank >= gpus:
-                raise ValueError(f"process {local_rank} of this node has no GPU of its own ({gpus} visible): start at "
+                raise RecipeError(f"process {local_rank} of this node has no GPU of its own ({gpus} visible): start at "
                                  f"most {gpus} processes per node (--nproc), or train on CPU processes with "
                                  f"trainer.device=cpu")
             torch.cuda.set_device(local_rank)
@@ -78,11 +81,12 @@ def gather_with_grad(x: Tensor, dim: int = 0) -> Tensor:
     and returns this process's slice. With DDP averaging parameter gradients over ``W``
     processes, this gives exactly the gradient of the loss over the global batch; leaving out
     the sum (a bug that has shipped in widely used libraries) makes gradients ``W`` times too
-    small for the other processes' terms.
+    small for the other processes' terms. (PyTorch's ``torch.distributed.nn.functional.all_gather``
+    does the exchange: its backward is that sum, a reduce-scatter.)
     """
     if not is_distributed():
         return x
-    return _GatherWithGrad.apply(x.contiguous(), dim)
+    return torch.cat(distributed_autograd.all_gather(x), dim=dim)
 
 
 @torch.no_grad()
@@ -137,18 +141,3 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
 def _on_backend_device(x: Tensor) -> Tensor:
     """``x`` where the process group's backend can send it: CUDA for NCCL, as is for gloo."""
     return x.cuda() if dist.get_backend() == "nccl" and not x.is_cuda else x
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dim: int) -> Tensor:
-        ctx.dim, ctx.size = dim, x.shape[dim]
-        pieces = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(pieces, x)
-        return torch.cat(pieces, dim=dim)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad.narrow(ctx.dim, dist.get_rank() * ctx.size, ctx.size), None

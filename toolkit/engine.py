@@ -33,14 +33,16 @@ from torch import nn
 
 from toolkit import checkpoint, cpu, distributed
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
+from toolkit.errors import INTERRUPTED, DataError, RecipeError, SelfsupError, TrainingError
 from toolkit.data import BatchFailure, BatchPlan, ViewBatches, epoch_loader
 from toolkit.evaluation import FeatureContext, run_evaluators
 from toolkit.export import export_encoder
-from toolkit.interfaces import Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector
-from toolkit.optim import OPTIMIZERS, parameter_groups, warmup_cosine
+from toolkit.interfaces import (Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector,
+                                 RunContext)
+from toolkit.optim import parameter_groups, warmup_cosine
 from toolkit.plugins import Plugins
-from toolkit.recipe import Recipe, RecipeError, build, call_factory, load, resolve
-from toolkit.rundir import RECIPE, RunDirectory
+from toolkit.recipe import Recipe, load, resolve
+from toolkit.rundir import RECIPE, RunDirectory, RunDirectoryError
 from toolkit.sync_batchnorm import convert_sync_batchnorm
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -51,12 +53,14 @@ RESUMABLE = ("optimizer.lr", "trainer.clip_grad_norm", "trainer.precision", "sch
 """Recipe keys that may change when a run is resumed (``selfsup train --resume RUN key=value``)."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrainingError):
     """The loss or the model state became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(TrainingError):
     """A stop was requested (SIGTERM, Ctrl-C): the current step finished and a checkpoint was written."""
+
+    exit_status = INTERRUPTED
 
     def __init__(self, message: str, signal_number: int | None) -> None:
         super().__init__(message)
@@ -79,44 +83,40 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, plugins: Plugins, run_dir: Path, log: TextIO = sys.stderr,
                  directory: RunDirectory | None = None) -> None:
-        distributed.init_from_environment(recipe.section("trainer")["device"])
+        distributed.init_from_environment(recipe.block("trainer")["device"])
         self.is_main = distributed.is_main()
         self.recipe, self.plugins, self.run_dir = recipe, plugins, Path(run_dir)
         self.directory = directory or RunDirectory(self.run_dir)
         self.log = log if self.is_main else open(os.devnull, "w")
-        self.config: TrainerConfig = recipe.config("trainer")
-        self.schedule: ScheduleConfig = recipe.config("schedule")
-        self.eval_config: EvalConfig = recipe.config("eval")
+        self.config: TrainerConfig = recipe.settings("trainer")
+        self.schedule: ScheduleConfig = recipe.settings("schedule")
+        self.eval_config: EvalConfig = recipe.settings("eval")
         _seed_everything(self.config.seed)  # the same initial weights on every process
         self.device = resolve_device(self.config.device)
-        cpu.configure(self.config.flush_denormal, self.config.tune_malloc)
         self.autocast_dtype = _autocast_dtype(self.config.precision, self.device)
 
-        self.encoder: Encoder = build(plugins, "encoder", recipe.section("encoder"))
-        self.source: DataSource = self._data_source(recipe.section("data"))
+        self.encoder: Encoder = recipe.build("encoder")
+        self.source: DataSource = self._data_source("data")
         if self.source.split_note:
             print(f"data: {self.source.split_note}", file=self.log, flush=True)
-        self.augmentation: Augmentation = build(plugins, "augmentation", recipe.section("augmentation"))
-        projector = build(plugins, "projector", recipe.section("projector"), input_dim=self.encoder.output_dim)
+        self.augmentation: Augmentation = recipe.build("augmentation")
+        projector = recipe.build("projector", input_dim=self.encoder.output_dim)
         self.plan = BatchPlan(len(self.source), self.config.batch_size, self.config.seed,
                               self.config.accumulate_grad_batches, distributed.rank(), distributed.world_size())
         self.total_steps = self.plan.steps_per_epoch * self.schedule.epochs
         if self.schedule.max_steps is not None:
             self.total_steps = min(self.total_steps, self.schedule.max_steps)
-        objective = build(plugins, "objective", recipe.section("objective"), encoder=self.encoder,
-                          projector=projector, dataset_size=len(self.source), num_classes=self.source.num_classes,
-                          total_steps=self.total_steps)
+        objective = recipe.build("objective", encoder=self.encoder, projector=projector,
+                                 dataset_size=len(self.source), num_classes=self.source.num_classes,
+                                 total_steps=self.total_steps)
         self.model = SelfSupervisedModel(self.encoder, projector, objective).to(self.device)
         if self.config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.config.compile:
             self.encoder.compile()  # in place: parameter names, checkpoints and exports stay as they are
         self.parallel_model = self._wrap_for_processes(self.model)
-        self.evaluators = [build(plugins, "evaluator", block) for block in self.eval_config.evaluators]
-
-        optimizer_block = recipe.section("optimizer")
-        self.optimizer = call_factory(OPTIMIZERS[optimizer_block["name"]], "optimizer", optimizer_block,
-                                      params=parameter_groups([self.model]))
+        self.evaluators = [recipe.build(f"eval.evaluators.{i}") for i in range(len(self.eval_config.evaluators))]
+        self.optimizer = recipe.build("optimizer", params=parameter_groups([self.model]), model=self.model)
         warmup = self.schedule.warmup_steps
         if warmup is None:
             warmup = round(self.schedule.warmup_epochs * self.plan.steps_per_epoch)
@@ -131,18 +131,20 @@ class Trainer:
         self.best: dict[str, float] = {}  # {"value", "step"} of the eval.select_best metric
         self.checkpoint_step: int | None = None  # the step of the last checkpoint written or restored
         self.stop_signal: int | None = None  # set by request_stop
+        self.run = RunContext(recipe.values, self.run_dir, self.device, self.model.encoder, self.model.projector,
+                              self.model.objective, self.optimizer, self.total_steps)
         torch.manual_seed(self.config.seed + distributed.rank())  # distinct dropout masks per process
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, plugins: Plugins, run_dir: Path | None = None, **kwargs: Any) -> Trainer:
         """A fresh run in ``run_dir`` (default ``trainer.output_dir`` or ``runs/<name>``)."""
-        run_dir = Path(run_dir or recipe.section("trainer")["output_dir"] or Path("runs") / recipe.name)
-        distributed.init_from_environment(recipe.section("trainer")["device"])
+        run_dir = Path(run_dir or recipe.block("trainer")["output_dir"] or Path("runs") / recipe.name)
+        distributed.init_from_environment(recipe.block("trainer")["device"])
         directory = RunDirectory(run_dir)
         if distributed.is_main():
             directory.lock()
         if (run_dir / CHECKPOINT).exists():
-            raise FileExistsError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
+            raise RunDirectoryError(f"{run_dir} already holds a run; continue it with `selfsup train --resume "
                                   f"{run_dir}` or choose another directory (trainer.output_dir=...)")
         distributed.barrier()  # every process has looked before the main one writes
         if distributed.is_main():
@@ -160,7 +162,7 @@ class Trainer:
         edited elsewhere is refused with the differences."""
         run_dir = Path(run_dir)
         recipe = resolve(load(run_dir / RECIPE, overrides), plugins, trust_plugins=trust_plugins)
-        distributed.init_from_environment(recipe.section("trainer")["device"])
+        distributed.init_from_environment(recipe.block("trainer")["device"])
         directory = RunDirectory(run_dir)
         if distributed.is_main():
             directory.lock()
@@ -189,8 +191,13 @@ class Trainer:
         self.stop_signal = signal_number or 0
 
     def fit(self) -> dict[str, float]:
-        """Train to ``total_steps``; return the final evaluation metrics."""
-        self._call_hook("on_train_start", trainer=self)
+        """Train to ``total_steps``; return the final evaluation metrics.
+
+        Training applies the recipe's process-wide CPU settings (``trainer.flush_denormal``,
+        ``trainer.tune_malloc``, :mod:`toolkit.cpu`); building a Trainer (to evaluate or export)
+        changes nothing outside it."""
+        cpu.configure(self.config.flush_denormal, self.config.tune_malloc)  # asked for by the recipe (the default)
+        self._call_hook("on_train_start", run=self._run_context(), trainer=self)
         if self.step == 0 and self.eval_config.at_start and self.evaluators:
             self.start_eval = self._evaluate_on_main(tag="eval_start")
         window_start, window_steps = time.perf_counter(), 0
@@ -200,7 +207,7 @@ class Trainer:
             micro, losses, metric_sums = 0, [], {}
             for batch in loader:
                 if isinstance(batch, BatchFailure):  # a data error, raised as in a single process
-                    raise batch.error
+                    raise batch.error if isinstance(batch.error, SelfsupError) else DataError(str(batch.error))
                 output = self._forward_backward(batch, sync=micro == self.plan.micro_batches - 1)
                 losses.append(output.loss.detach())
                 for key, value in output.metrics.items():
@@ -224,7 +231,7 @@ class Trainer:
                     self._log_progress(metrics, elapsed / window_steps)
                     window_start, window_steps = time.perf_counter(), 0
                 self._append_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, **metrics})
-                self._call_hook("on_step_end", trainer=self, step=self.step, metrics=metrics)
+                self._call_hook("on_step_end", run=self._run_context(), trainer=self, step=self.step, metrics=metrics)
                 epoch_done = self.step_in_epoch == self.plan.steps_per_epoch
                 if epoch_done:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -244,7 +251,7 @@ class Trainer:
                 self.export(self.run_dir / "encoder")
             self._print_summary(final)
             self.directory.record("finished", step=self.step)
-        self._call_hook("on_train_end", trainer=self, metrics=final)
+        self._call_hook("on_train_end", run=self._run_context(), trainer=self, metrics=final)
         distributed.barrier()
         return final
 
@@ -280,8 +287,8 @@ class Trainer:
         """Run the recipe's evaluators on the current encoder; log and return their metrics."""
         context = FeatureContext(
             self.encoder, self.augmentation,
-            {"train": lambda: self._data_source({**self.recipe.section("data"), **self.eval_config.train_data}),
-             "test": lambda: self._data_source({**self.recipe.section("data"), **self.eval_config.test_data})},
+            {"train": lambda: self._data_source("eval.train_data"),
+             "test": lambda: self._data_source("eval.test_data")},
             self.device, self.eval_config.batch_size, self.autocast_dtype)
         started = time.perf_counter()
         with checkpoint.rng_preserved():  # evaluation must not shift the training's random draws
@@ -293,13 +300,13 @@ class Trainer:
         self.last_eval = metrics
         if self.eval_config.select_best is not None:
             self._keep_if_best(metrics)
-        self._call_hook("on_eval_end", trainer=self, step=self.step, metrics=metrics)
+        self._call_hook("on_eval_end", run=self._run_context(), trainer=self, step=self.step, metrics=metrics)
         return metrics
 
     def _keep_if_best(self, metrics: dict[str, float]) -> None:
         metric, mode = self.eval_config.select_best["metric"], self.eval_config.select_best["mode"]
         if metric not in metrics:
-            raise KeyError(f"eval.select_best.metric is {metric!r} but the evaluators report only "
+            raise RecipeError(f"eval.select_best.metric is {metric!r} but the evaluators report only "
                            f"{', '.join(metrics)}; pick one of those")
         value = metrics[metric]
         if self.best and not (value > self.best["value"] if mode == "max" else value < self.best["value"]):
@@ -311,7 +318,7 @@ class Trainer:
               file=self.log, flush=True)
 
     def export(self, out_dir: Path) -> Path:
-        return export_encoder(self.encoder, self.recipe.section("encoder"), self.recipe.section("augmentation"),
+        return export_encoder(self.encoder, self.recipe.block("encoder"), self.recipe.block("augmentation"),
                               out_dir, self.plugins,
                               {"recipe": self.recipe.name, "step": self.step, "metrics": self.last_eval})
 
@@ -373,7 +380,7 @@ class Trainer:
     def _divergence_advice(self) -> str:
         return (f"Lower the learning rate, clip gradients or train in fp32, e.g. "
                 f"`selfsup train --resume {self.run_dir} "
-                f"optimizer.lr={self.recipe.section('optimizer').get('lr', 0.1) / 10:g} trainer.clip_grad_norm=1.0`, "
+                f"optimizer.lr={self.recipe.block('optimizer').get('lr', 0.1) / 10:g} trainer.clip_grad_norm=1.0`, "
                 f"or start again")
 
     def _apply_schedule_changes(self, changed: dict[str, tuple[Any, Any]]) -> None:
@@ -436,18 +443,23 @@ class Trainer:
                                    f"stopped and {self._last_good()}. {self._divergence_advice()}")
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.plugins.hook.on_before_optimizer_step(run=self._run_context(), trainer=self, step=self.step + 1)  # every process
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.step_in_epoch += 1
-        self.model.objective.after_step(self.step, self.total_steps)
+        self.model.objective.after_step(self.step, self.total_steps, self.model.encoder, self.model.projector)
 
-    def _data_source(self, block: dict[str, Any]) -> DataSource:
+    def _data_source(self, key: str) -> DataSource:
+        """``data``, or an evaluation data source (``eval.train_data``, ``eval.test_data``)."""
         # a recipe that never evaluates trains on every item: there is nothing to hold out for
         holdout = self.eval_config.holdout_fraction if self.eval_config.evaluators else 0.0
-        return build(self.plugins, "datasource", block, input_spec=self.encoder.input_spec,
-                     holdout_fraction=holdout, device=self.device)
+        return self.recipe.build(key, input_spec=self.encoder.input_spec, holdout_fraction=holdout, device=self.device)
+
+    def _run_context(self) -> RunContext:
+        self.run.step, self.run.epoch = self.step, self.epoch
+        return self.run
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:
@@ -486,9 +498,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"trainer.device: {error}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise RecipeError(f"trainer.device: {error}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device is cuda but no CUDA device is available; use trainer.device=auto or cpu")
+        raise RecipeError("trainer.device is cuda but no CUDA device is available; use trainer.device=auto or cpu")
     return device
 
 

@@ -19,9 +19,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
+from toolkit.errors import DataError
 from toolkit.interfaces import Encoder
 from toolkit.plugins import Plugins, default_plugins, discover
-from toolkit.recipe import ComponentError, RecipeError, build
+from toolkit.errors import RecipeError
+from toolkit.recipe import build, resolve_block
 
 FORMAT = "selfsup-encoder"
 FORMAT_VERSION = 1
@@ -81,27 +83,28 @@ def load_encoder(path: str | Path, plugins: Plugins | None = None) -> Encoder:
 def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> None:
     """Compare the tensors the described encoder would have with those stored, before building it."""
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; re-export the encoder (selfsup export RUN_DIR)")
+        raise DataError(f"{weights} is missing; re-export the encoder (selfsup export RUN_DIR)")
     try:
         with safe_open(str(weights), framework="pt") as stored_file:
             stored = {name: tuple(stored_file.get_slice(name).get_shape()) for name in stored_file.keys()}
     except Exception as error:  # safetensors raises its own SafetensorError for damaged files
-        raise ValueError(f"{weights}: not a readable safetensors file ({error}); re-export the encoder") from None
+        raise DataError(f"{weights}: not a readable safetensors file ({error}); re-export the encoder") from None
+    try:
+        encoder = resolve_block(plugins, "encoder", metadata["encoder"], str(Path(weights).parent / METADATA))
+    except RecipeError as error:
+        raise DataError(f"the encoder it describes cannot be built: {error}") from None
     try:
         with torch.device("meta"):
-            skeleton = build(plugins, "encoder", metadata["encoder"])
-    except ComponentError:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
+            skeleton = encoder.build()
+    except Exception:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
         return
-    except (RecipeError, ValueError) as error:
-        raise ValueError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: "
-                         f"{error}") from None
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     wrong = [f"{name} {expected[name]} vs stored {stored[name]}" for name in expected.keys() & stored.keys()
              if expected[name] != stored[name]]
     missing = sorted(expected.keys() - stored.keys())
     if wrong or missing:
         problem = f"shapes differ: {', '.join(wrong[:3])}" if wrong else f"missing tensors: {', '.join(missing[:3])}"
-        raise ValueError(f"{Path(weights).parent / METADATA} does not describe the weights in {weights} ({problem}); "
+        raise DataError(f"{Path(weights).parent / METADATA} does not describe the weights in {weights} ({problem}); "
                          f"the export was edited or mixed with another one")
 
 
@@ -126,9 +129,9 @@ def _plugins_for(metadata: dict[str, Any]) -> Plugins:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     meta_path = Path(path) / METADATA
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not an exported encoder: {METADATA} is missing "
+        raise DataError(f"{path} is not an exported encoder: {METADATA} is missing "
                                 f"(create one with `selfsup export RUN_DIR --out {path}`)")
     metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: not a selfsup encoder export (format {metadata.get('format')!r})")
+        raise DataError(f"{meta_path}: not a selfsup encoder export (format {metadata.get('format')!r})")
     return metadata

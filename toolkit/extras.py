@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from toolkit.errors import SelfsupError
+
 EXTRAS: dict[str, str] = {
     "transformers": "text",
     "datasets": "text",
@@ -20,7 +22,7 @@ EXTRAS: dict[str, str] = {
 """The extra that installs each optional library."""
 
 
-class MissingExtra(ModuleNotFoundError, RuntimeError):
+class MissingExtra(SelfsupError, ModuleNotFoundError):
     """An optional library a component needs is not installed; the message names the extra."""
 
 

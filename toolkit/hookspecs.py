@@ -10,6 +10,11 @@ Registration hooks receive a ``register`` callback rather than returning values,
 can register many components and the core can validate each one as it arrives (and name the
 plugin when something is wrong). A component is registered as a *factory*: a class or function
 whose typed keyword parameters are the component's recipe schema.
+
+Lifecycle hooks (``on_*``) receive a :class:`~toolkit.interfaces.RunContext`, ``run``: the run's
+components, optimizer, step and directory. Except ``on_before_optimizer_step``, they run on the
+main process only, so that a logger writes once. (Their ``trainer`` argument, the whole Trainer,
+is deprecated: an implementation that asks for it still gets it, with a ``DeprecationWarning``.)
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from toolkit.engine import Trainer
+    from toolkit.interfaces import RunContext
 
 PROJECT = "selfsup"
 
@@ -27,6 +32,11 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[str, Callable[..., Any]], None]
+
+_TRAINER_ARGUMENT = {"trainer": DeprecationWarning(
+    "the `trainer` argument of selfsup's lifecycle hooks is deprecated and will be removed: take `run` (a "
+    "toolkit.interfaces.RunContext, with the run's components, optimizer, step and directory) instead")}
+"""Lifecycle hooks took the whole Trainer before 0.2; implementations that still ask for it get it, with a warning."""
 
 
 @hookspec
@@ -80,6 +90,18 @@ def register_evaluators(register: Register) -> None:
 
 
 @hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimizer factories: ``register("lars", lars)``.
+
+    The factory receives ``params`` (the trainable parameters in two groups: weights, and biases
+    and normalisation parameters without weight decay, flagged ``lars_exclude``) and may ask for
+    ``model`` (the :class:`torch.nn.Module` holding encoder, projector and objective) to make
+    groups of its own; it returns a :class:`torch.optim.Optimizer`. The learning-rate schedule
+    scales every group's ``lr``.
+    """
+
+
+@hookspec
 def register_recipes(register: Callable[[str], None]) -> None:
     """Register recipe files this plugin ships: ``register(str(path_to_yaml))``.
 
@@ -87,21 +109,31 @@ def register_recipes(register: Callable[[str], None]) -> None:
     """
 
 
-@hookspec
-def on_train_start(trainer: Trainer) -> None:
-    """Called once before the first training step (also after a resume)."""
+@hookspec(warn_on_impl_args=_TRAINER_ARGUMENT)
+def on_train_start(run: RunContext, trainer: Any) -> None:
+    """Called once before the first training step (also after a resume, with ``run.step`` restored)."""
 
 
 @hookspec
-def on_step_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+def on_before_optimizer_step(run: RunContext, step: int) -> None:
+    """Called on every process after the gradients of step ``step`` (1-based) are complete and
+    clipped, before the optimizer applies them: the place to change gradients (DINO's frozen last
+    layer), or a parameter group's ``lr`` or ``weight_decay`` (a weight-decay schedule, SimSiam's
+    fixed predictor learning rate) in ``run.optimizer.param_groups``. Every process must make the
+    same change. A hook sees every run: act only on the components it knows
+    (``isinstance(run.objective, MyObjective)``)."""
+
+
+@hookspec(warn_on_impl_args=_TRAINER_ARGUMENT)
+def on_step_end(run: RunContext, step: int, metrics: dict[str, float], trainer: Any) -> None:
     """Called after every optimizer step with the step number (1-based) and its metrics."""
 
 
-@hookspec
-def on_eval_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+@hookspec(warn_on_impl_args=_TRAINER_ARGUMENT)
+def on_eval_end(run: RunContext, step: int, metrics: dict[str, float], trainer: Any) -> None:
     """Called after each evaluation with the step it ran at and the metrics it produced."""
 
 
-@hookspec
-def on_train_end(trainer: Trainer, metrics: dict[str, float]) -> None:
+@hookspec(warn_on_impl_args=_TRAINER_ARGUMENT)
+def on_train_end(run: RunContext, metrics: dict[str, float], trainer: Any) -> None:
     """Called once after the last training step with the final evaluation metrics."""

@@ -169,8 +169,27 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        """Called after every optimizer step (momentum/EMA updates); ``step`` is 1-based."""
+    def after_step(self, step: int, total_steps: int, encoder: Encoder, projector: Projector) -> None:
+        """Called after every optimizer step (momentum/EMA updates towards ``encoder`` and
+        ``projector``); ``step`` is 1-based."""
+
+
+@dataclass
+class RunContext:
+    """What lifecycle hooks (:mod:`toolkit.hookspecs`) see of a run; ``step`` and ``epoch`` follow it."""
+
+    recipe: dict[str, Any]
+    """The resolved recipe, as plain YAML data."""
+    run_dir: Path
+    device: torch.device
+    encoder: Encoder
+    projector: Projector
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    total_steps: int
+    step: int = 0
+    """Optimizer steps taken."""
+    epoch: int = 0
 
 
 class Evaluator(abc.ABC):

@@ -23,6 +23,8 @@ NonNegativeFloat = Annotated[float, Ge(0)]
 Temperature = Annotated[float, Gt(0)]
 """A softmax or logit temperature ``tau`` in ``exp(s / tau)``: above 0."""
 Probability = Annotated[float, Interval(ge=0, le=1)]
+Momentum = Annotated[float, Interval(ge=0, le=1)]
+"""An EMA momentum ``m`` in ``xi <- m * xi + (1 - m) * theta`` (0.99-0.999 in MoCo and BYOL)."""
 Fraction = Annotated[float, Interval(gt=0, le=1)]
 """A share of something, above 0 and at most 1."""
 FractionRange = Annotated[tuple[Fraction, Fraction], ASCENDING]

@@ -1,8 +1,9 @@
-"""Optimizers (SGD, AdamW, LARS) and the warmup + cosine learning-rate schedule.
+"""Optimizers (SGD, AdamW, LARS), their default parameter groups, and the warmup + cosine
+learning-rate schedule.
 
-Optimizers are engine parts, not plugin components: a recipe picks one by name and its keyword
-parameters are validated like any factory's. Biases and normalisation parameters get no weight
-decay (and, for LARS, no layer-wise adaptation), as in SimCLR and BYOL.
+The optimizers are components the core plugin registers (``register_optimizers``), so a plugin
+can add its own; a recipe's ``optimizer:`` block names one. Biases and normalisation parameters
+get no weight decay (and, for LARS, no layer-wise adaptation), as in SimCLR and BYOL.
 """
 
 from __future__ import annotations
@@ -46,9 +47,6 @@ def lars(
     trust_coefficient: Annotated[float, Gt(0)] = 0.001,
 ) -> torch.optim.Optimizer:
     return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient)
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"sgd": sgd, "adamw": adamw, "lars": lars}
 
 
 def parameter_groups(modules: Iterable[nn.Module]) -> list[dict]:

@@ -25,43 +25,15 @@ from typing import Any, Callable, Iterator
 
 import pluggy
 
-from toolkit import hookspecs, schema
+from toolkit import hookspecs
+from toolkit.components import KINDS, Component, fields_of
+from toolkit.errors import PluginError, RecipeError
 
-KINDS: dict[str, str] = {
-    "augmentation": "register_augmentations",
-    "encoder": "register_encoders",
-    "projector": "register_projectors",
-    "objective": "register_objectives",
-    "datasource": "register_datasources",
-    "evaluator": "register_evaluators",
-}
-
-INJECTED: dict[str, frozenset[str]] = {
-    "projector": frozenset({"input_dim"}),
-    "objective": frozenset({"encoder", "projector", "dataset_size", "num_classes", "total_steps"}),
-    "datasource": frozenset({"input_spec", "holdout_fraction", "device"}),
-    "optimizer": frozenset({"params"}),
-}
-"""Factory parameters the engine supplies (by name) rather than the recipe."""
-
-
-class PluginError(RuntimeError):
-    """A plugin could not be loaded or registered something invalid."""
-
-
-class UnknownComponentError(KeyError):
+class UnknownComponentError(RecipeError, KeyError):
     """A recipe named a component that no loaded plugin registers."""
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class Component:
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    plugin: str
 
 
 @dataclass
@@ -98,7 +70,7 @@ class Plugins:
     def add(self, name: str, module: ModuleType, info: PluginInfo | None = None) -> None:
         """Register ``module`` as plugin ``name`` and collect what it registers.
 
-        A plugin whose hooks do not match the specs, or that raises while registering, is
+        A plugin whose hooks do not match the specs (a misspelled hook name included), or that raises while registering, is
         recorded with its error and leaves nothing behind (fatal with SELFSUP_STRICT_PLUGINS=1).
         A name clash with another plugin's component is always an error.
         """
@@ -109,9 +81,10 @@ class Plugins:
         try:
             with _plugin_code():
                 self.manager.register(module, name=name)
+                _check_hook_names(name, module)
                 info.hooks = sorted(c.name for c in self.manager.get_hookcallers(module) or [])
-                for kind, hook_name in KINDS.items():
-                    self._collect(name, hook_name, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
+                for kind, spec in KINDS.items():
+                    self._collect(name, spec.hook, lambda n, f, kind=kind: self._add_component(kind, n, f, name))
                 self._collect(name, "register_recipes", lambda path: info.recipes.append(str(path)))
         except PluginError:
             self._discard(name, module)
@@ -119,7 +92,7 @@ class Plugins:
             raise
         except Exception as error:  # a plugin's own bug must not take the others down
             self._discard(name, module)
-            info.error = _describe(error)
+            info.error = str(error) if isinstance(error, UnknownHook) else _describe(error)
             if strict_plugins():
                 raise PluginError(f"plugin {name!r} failed while registering: {info.error}") from error
 
@@ -192,7 +165,7 @@ class Plugins:
         if not callable(factory):
             raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} with a non-callable factory")
         try:
-            schema.fields_of(factory, INJECTED.get(kind, frozenset()))
+            fields_of(kind, factory)
         except (TypeError, NameError) as error:
             raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} whose parameters cannot serve as a "
                               f"recipe schema: {error}") from None
@@ -304,6 +277,23 @@ def _plugin_code() -> Iterator[None]:
             yield
     except SystemExit as exit_:
         raise PluginExited(f"the plugin called sys.exit({exit_.code!r})") from None
+
+
+def _check_hook_names(plugin: str, module: Any) -> None:
+    """Refuse a hook implementation whose name matches no hook (``register_objective``, say):
+    pluggy would register it and never call it (its ``check_pending``, for one plugin)."""
+    specs = [name for name in dir(hookspecs) if isinstance(getattr(getattr(hookspecs, name), "selfsup_spec", None),
+                                                                dict)]
+    for name in dir(module):
+        implementation = getattr(module, name, None)
+        if callable(implementation) and hasattr(implementation, f"{hookspecs.PROJECT}_impl") and name not in specs:
+            close = difflib.get_close_matches(name, specs, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f". Hooks: {', '.join(sorted(specs))}"
+            raise UnknownHook(f"plugin {plugin!r} implements {name!r}, which is not a selfsup hook{hint}")
+
+
+class UnknownHook(Exception):
+    """A plugin implements a hook that does not exist (a misspelling): recorded as its load error."""
 
 
 def _describe(error: BaseException) -> str:

@@ -16,17 +16,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
 from toolkit import compatibility, schema
+from toolkit.components import Component, Resolved, fields_of, nested_kind
 from toolkit.config import BestSelection, EvalConfig, ScheduleConfig, TrainerConfig
-from toolkit.optim import OPTIMIZERS
-from toolkit.plugins import INJECTED, PluginError, Plugins, UnknownComponentError
+from toolkit.errors import PluginError, RecipeError
+from toolkit.plugins import Plugins, UnknownComponentError
 
 COMPONENT_SECTIONS: dict[str, str] = {
     "data": "datasource",
@@ -34,11 +34,12 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "encoder": "encoder",
     "projector": "projector",
     "objective": "objective",
+    "optimizer": "optimizer",
 }
 CONFIG_SECTIONS: dict[str, type] = {"trainer": TrainerConfig, "schedule": ScheduleConfig, "eval": EvalConfig}
-TOP_LEVEL = ["name", "description", "plugins", *COMPONENT_SECTIONS, "optimizer", *CONFIG_SECTIONS]
+TOP_LEVEL = ["name", "description", "plugins", *COMPONENT_SECTIONS, *CONFIG_SECTIONS]
 REQUIRED = ["data", "augmentation", "encoder", "objective"]
-DEFAULT_PROJECTOR = {"name": "identity"}
+DEFAULTS = {"projector": {"name": "identity"}, "optimizer": {"name": "sgd"}}
 
 KeyPath = tuple[Any, ...]
 
@@ -80,10 +81,6 @@ RecipeLoader.add_implicit_resolver(
 )
 
 
-class RecipeError(ValueError):
-    """A recipe is malformed; the message names where and what to do."""
-
-
 @dataclasses.dataclass
 class Origin:
     file: Path | None  # None: a command-line override
@@ -121,21 +118,30 @@ class RecipeDocument:
 
 @dataclasses.dataclass
 class Recipe:
-    """A validated recipe with every default filled in; ``values`` is plain YAML data."""
+    """A validated recipe with every default filled in; ``values`` is plain YAML data and
+    ``components`` the validated component blocks, ready to build: one per section of
+    :data:`COMPONENT_SECTIONS`, ``eval.evaluators.<i>``, and the evaluation data sources
+    ``eval.train_data`` / ``eval.test_data`` (``data`` with those settings merged over it)."""
 
     values: dict[str, Any]
     path: Path | None
+    components: dict[str, Resolved] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.values["name"]
 
-    def section(self, key: str) -> dict[str, Any]:
+    def block(self, key: str) -> dict[str, Any]:
+        """A section as plain data: ``recipe.block("encoder")["name"]``."""
         return self.values[key]
 
-    def config(self, key: str) -> Any:
+    def settings(self, key: str) -> Any:
         """``trainer``/``schedule``/``eval`` as their dataclass."""
         return CONFIG_SECTIONS[key](**self.values[key])
+
+    def build(self, key: str, **available: Any) -> Any:
+        """The component of ``key`` (a key of ``components``), given the injected values it asks for."""
+        return self.components[key].build(**available)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.values, sort_keys=False, default_flow_style=None, width=100)
@@ -171,27 +177,38 @@ def resolve(document: RecipeDocument, plugins: Plugins, trust_plugins: bool = Tr
         resolved["description"] = values["description"]
     if "plugins" in values:
         resolved["plugins"] = _load_local_plugins(document, plugins, trust_plugins)
+    components: dict[str, Resolved] = {}
     for section, kind in COMPONENT_SECTIONS.items():
-        block = values.get(section, DEFAULT_PROJECTOR if section == "projector" else None)
-        resolved[section] = _resolve_component(document, (section,), kind, block, plugins)
-    resolved["optimizer"] = _resolve_block(
-        document, ("optimizer",), values.get("optimizer", {"name": "sgd"}), "optimizer", OPTIMIZERS.get,
-        sorted(OPTIMIZERS),
-    )
+        components[section] = _resolve_component(document, (section,), kind, values.get(section, DEFAULTS.get(section)),
+                                                 plugins)
+        resolved[section] = plain_block(components[section])
     for section, config_type in CONFIG_SECTIONS.items():
         resolved[section] = _resolve_config(document, (section,), values.get(section) or {}, config_type)
-    resolved["eval"] = _resolve_eval(document, resolved["eval"], resolved["data"], plugins)
+    resolved["eval"] = _resolve_eval(document, resolved["eval"], components, plugins)
     compatibility.check(resolved, plugins, str(document.path or "recipe"))
-    return Recipe(resolved, document.path)
+    return Recipe(resolved, document.path, components)
 
 
 def load_and_resolve(path: str | Path, overrides: Sequence[str], plugins: Plugins) -> Recipe:
     return resolve(load(path, overrides), plugins)
 
 
-def fields_for(kind: str, factory: Callable[..., Any]) -> dict[str, schema.Field]:
-    """The recipe-settable fields of a component factory of ``kind``."""
-    return schema.fields_of(factory, INJECTED.get(kind, frozenset()))
+def resolve_block(plugins: Plugins, kind: str, block: Any, where: str = "recipe") -> Resolved:
+    """Validate one component block outside a recipe file (an export's ``encoder.json``, a
+    test's parameters); ``where`` starts error messages."""
+    return _resolve_component(RecipeDocument({}, {}, Path(where)), (), kind, block, plugins)
+
+
+def build(plugins: Plugins, kind: str, block: Any, **available: Any) -> Any:
+    """Validate ``block`` (``{name: ..., **params}``) and build it: :func:`resolve_block` then
+    :meth:`~toolkit.components.Resolved.build`."""
+    return resolve_block(plugins, kind, block).build(**available)
+
+
+def plain_block(resolved: Resolved) -> dict[str, Any]:
+    """A resolved block as YAML data (``{name: ..., **params}``; tuples as lists, paths as strings)."""
+    params = {k: plain_block(v) if isinstance(v, Resolved) else v for k, v in resolved.params.items()}
+    return {"name": resolved.component.name, **_plain(params)}
 
 
 def _load_local_plugins(document: RecipeDocument, plugins: Plugins, trust: bool) -> list[str]:
@@ -216,40 +233,40 @@ def _load_local_plugins(document: RecipeDocument, plugins: Plugins, trust: bool)
 
 def _resolve_component(
     document: RecipeDocument, key_path: KeyPath, kind: str, block: Any, plugins: Plugins
-) -> dict[str, Any]:
-    def lookup(name: str) -> Callable[..., Any]:
-        try:
-            return plugins.get(kind, name).factory
-        except UnknownComponentError as error:
-            raise document.error(key_path + ("name",), str(error)) from None
-
-    return _resolve_block(document, key_path, block, kind, lookup, plugins.names(kind))
-
-
-def _resolve_block(
-    document: RecipeDocument,
-    key_path: KeyPath,
-    block: Any,
-    kind: str,
-    lookup: Callable[[str], Callable[..., Any] | None],
-    known: Iterable[str],
-) -> dict[str, Any]:
+) -> Resolved:
+    """Validate a component block (a bare name stands for ``{name: ...}``); nested component
+    parameters (annotated with an interface, :mod:`toolkit.components`) are resolved in turn."""
+    if isinstance(block, str):
+        block = {"name": block}
     if not isinstance(block, dict) or not isinstance(block.get("name"), str):
-        raise document.error(key_path, f"expected a mapping with a `name` (one of: {', '.join(known)}), got {block!r}")
-    factory = lookup(block["name"])
-    if factory is None:
-        close = difflib.get_close_matches(block["name"], list(known), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise document.error(key_path + ("name",), f"no {kind} named {block['name']!r}.{hint} Known: {', '.join(known)}")
-    params = {k: v for k, v in block.items() if k != "name"}
-    fields = fields_for(kind, factory)
-    return {"name": block["name"], **_validate(document, key_path, params, fields)}
+        raise document.error(key_path, f"expected a mapping with a `name` (one of: {', '.join(plugins.names(kind))}), "
+                                       f"got {block!r}")
+    try:
+        component: Component = plugins.get(kind, block["name"])
+    except UnknownComponentError as error:
+        raise document.error(key_path + ("name",), str(error)) from None
+    fields = fields_of(kind, component.factory)
+    nested = {key: nested_kind(field.annotation) for key, field in fields.items() if nested_kind(field.annotation)}
+    given = {k: v for k, v in block.items() if k != "name"}
+    params = _validate(document, key_path, {k: v for k, v in given.items() if k not in nested},
+                       {k: f for k, f in fields.items() if k not in nested}, strict=False)
+    for key, nested_kind_name in nested.items():
+        if key not in given and fields[key].required:
+            raise document.error(key_path + (key,), f"missing required {nested_kind_name} block (`{key}: {{name: ...}}`)")
+        params[key] = _resolve_component(document, key_path + (key,), nested_kind_name,
+                                         given.get(key, fields[key].default), plugins)
+    unknown = [key for key in given if key not in fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(fields), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "."
+        raise document.error(key_path + (unknown[0],), f"unknown key{hint} Valid keys: {', '.join(fields) or 'none'}")
+    return Resolved(component, {key: params[key] for key in fields})
 
 
 def _resolve_config(document: RecipeDocument, key_path: KeyPath, block: Any, config_type: type) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise document.error(key_path, f"expected a mapping, got {block!r}")
-    resolved = _validate(document, key_path, block, schema.fields_of(config_type))
+    resolved = _plain(_validate(document, key_path, block, schema.fields_of(config_type)))
     try:
         config_type(**resolved)  # checks across fields, in the dataclass's __post_init__
     except schema.SchemaError as error:
@@ -258,40 +275,47 @@ def _resolve_config(document: RecipeDocument, key_path: KeyPath, block: Any, con
 
 
 def _resolve_eval(
-    document: RecipeDocument, block: dict[str, Any], data: dict[str, Any], plugins: Plugins
+    document: RecipeDocument, block: dict[str, Any], components: dict[str, Resolved], plugins: Plugins
 ) -> dict[str, Any]:
-    evaluators = []
+    """Resolve the evaluators into ``components["eval.evaluators.<i>"]`` and the evaluation data
+    sources, ``data`` with ``train_data`` / ``test_data`` over it, into ``components["eval.<role>"]``."""
+    result = dict(block)
+    result["evaluators"] = []
     for i, entry in enumerate(block["evaluators"]):
-        evaluators.append(_resolve_component(document, ("eval", "evaluators", i), "evaluator", entry, plugins))
-    data_fields = fields_for("datasource", plugins.get("datasource", data["name"]).factory)
-    result = dict(block, evaluators=evaluators)
+        components[f"eval.evaluators.{i}"] = _resolve_component(document, ("eval", "evaluators", i), "evaluator",
+                                                                entry, plugins)
+        result["evaluators"].append(plain_block(components[f"eval.evaluators.{i}"]))
     if block["select_best"] is not None:
-        result["select_best"] = _validate(document, ("eval", "select_best"), block["select_best"],
-                                          schema.fields_of(BestSelection))
+        result["select_best"] = _plain(_validate(document, ("eval", "select_best"), block["select_best"],
+                                                 schema.fields_of(BestSelection)))
+    data = components["data"]
+    data_fields = fields_of("datasource", data.component.factory)
     for role, split in (("train_data", "train"), ("test_data", "test")):
-        block[role] = {"split": split, **block[role]}
-        partial = {k: f for k, f in data_fields.items() if k in block[role]}
-        for key in block[role]:
+        settings = {"split": split, **block[role]}
+        for key in settings:
             if key not in data_fields:
-                raise document.error(("eval", role, key), f"not a parameter of data source {data['name']!r}; "
-                                     f"valid: {', '.join(data_fields)}")
-        result[role] = _validate(document, ("eval", role), block[role], partial)
+                raise document.error(("eval", role, key), f"not a parameter of data source "
+                                     f"{data.component.name!r}; valid: {', '.join(data_fields)}")
+        own = _validate(document, ("eval", role), settings, {k: f for k, f in data_fields.items() if k in settings})
+        components[f"eval.{role}"] = Resolved(data.component, {**data.params, **own})
+        result[role] = _plain(own)
     return result
 
 
 def _validate(
-    document: RecipeDocument, key_path: KeyPath, params: dict[str, Any], fields: dict[str, schema.Field]
+    document: RecipeDocument, key_path: KeyPath, params: dict[str, Any], fields: dict[str, schema.Field],
+    strict: bool = True,
 ) -> dict[str, Any]:
+    """``params`` checked against ``fields`` with defaults filled in, coerced to their annotations;
+    paths resolved against the file that set them. ``strict=False`` leaves unknown keys to the caller."""
     try:
-        resolved = schema.validate(params, fields)
+        resolved = schema.validate({k: v for k, v in params.items() if strict or k in fields}, fields)
     except schema.SchemaError as error:
         raise document.error(key_path + (error.key,), error.message) from None
     for key, value in resolved.items():
-        if value is not None and schema.is_path(fields[key].annotation):
-            if key in params:
-                value = document.origin(key_path + (key,)).base_dir / value
-            resolved[key] = str(Path(value).resolve()) if key in params else str(value)
-    return _plain(resolved)
+        if value is not None and schema.is_path(fields[key].annotation) and key in params:
+            resolved[key] = (document.origin(key_path + (key,)).base_dir / value).resolve()
+    return resolved
 
 
 def _plain(value: Any) -> Any:
@@ -407,31 +431,3 @@ def _apply_override(document: RecipeDocument, override: str) -> None:
     document.origins[tuple(parts)] = Origin(None, None, override)
     for key_path in [p for p in document.origins if p[: len(parts)] == tuple(parts) and len(p) > len(parts)]:
         document.origins[key_path] = Origin(None, None, override)
-
-
-class ComponentError(ValueError):
-    """A component's factory failed with an error that does not say which component it was."""
-
-
-def build(plugins: Plugins, kind: str, block: dict[str, Any], **available: Any) -> Any:
-    """Instantiate the component ``block`` names, passing the injected values it asks for.
-
-    A ``ValueError``, ``OSError`` or ``ImportError`` (a missing extra) is the factory's own
-    message about its input or environment and passes as it is; anything else (a ``KeyError``,
-    say) is re-raised naming the recipe section, the component and its plugin."""
-    component = plugins.get(kind, block["name"])
-    try:
-        return call_factory(component.factory, kind, block, **available)
-    except (ValueError, OSError, ImportError):
-        raise
-    except Exception as error:
-        section = {v: k for k, v in COMPONENT_SECTIONS.items()}.get(kind, "eval.evaluators")
-        raise ComponentError(f"{section}: {kind} {block['name']!r} (plugin {component.plugin!r}) failed to build: "
-                             f"{type(error).__name__}: {error} (SELFSUP_TRACEBACK=1 shows where)") from error
-
-
-def call_factory(factory: Callable[..., Any], kind: str, block: dict[str, Any], **available: Any) -> Any:
-    params = schema.validate({k: v for k, v in block.items() if k != "name"}, fields_for(kind, factory))
-    accepted = schema.fields_of(factory).keys() | INJECTED.get(kind, frozenset())
-    wanted = set(inspect.signature(factory).parameters)
-    return factory(**params, **{k: v for k, v in available.items() if k in accepted and k in wanted})

@@ -28,13 +28,15 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from toolkit.errors import TrainingError
+
 LOCK = ".lock"
 METRICS = "metrics.jsonl"
 HISTORY = "history.jsonl"
 RECIPE = "recipe.yaml"
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(TrainingError):
     """The run directory cannot be used as asked: locked by another run, or a write failed."""
 
 

@@ -29,10 +29,12 @@ from typing import Annotated, Any, Callable, Literal, Union
 import annotated_types
 import torch
 
+from toolkit.errors import RecipeError
+
 EMPTY = inspect.Parameter.empty
 
 
-class SchemaError(ValueError):
+class SchemaError(RecipeError):
     """A value does not fit its parameter; ``key`` is the offending key, relative to the block."""
 
     def __init__(self, key: str, message: str) -> None:

@@ -9,8 +9,8 @@ from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Proje
 from toolkit.losses import normalized_mse
 from toolkit.projectors import MLPProjector
 
-from selfsup_image.momentum import MomentumSchedule, MomentumTarget
-from selfsup_image.views import embed_views, forward_runs, prediction_pairs
+from toolkit.momentum import MomentumSchedule, MomentumTarget
+from toolkit.views import embed_views, forward_runs, prediction_pairs
 
 
 @declare(Contract(consumes={"tensor"}, min_views=2))
@@ -44,7 +44,6 @@ class BYOL(Objective):
         super().__init__()
         self.target = MomentumTarget(encoder, projector, base_tau, tau_schedule)
         self.predictor = MLPProjector(projector.output_dim, predictor_hidden_dim, projector.output_dim, layers=2)
-        self._online = (encoder, projector)  # a plain tuple: referenced, not registered twice
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
         pairs = prediction_pairs(len(batch.views))
@@ -54,5 +53,5 @@ class BYOL(Objective):
         return ObjectiveOutput(loss, {"tau": self.target.momentum})
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        self.target.update(*self._online, step, total_steps)
+    def after_step(self, step: int, total_steps: int, encoder: Encoder, projector: Projector) -> None:
+        self.target.update(encoder, projector, step, total_steps)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 from toolkit.compatibility import Contract, declare
 from toolkit import distributed
 from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
-
-from selfsup_image.views import embed_views
+from toolkit.memory import MemoryBank
+from toolkit.views import embed_views
 
 
 @declare(Contract(consumes={"tensor"}))
@@ -69,21 +68,3 @@ class InstDisc(Objective):
         index = distributed.all_gather(batch.index.to(mean_feature.device))
         self.bank.update(index, distributed.all_gather(mean_feature), self.bank_momentum)
         return ObjectiveOutput(loss, {"contrastive_acc": accuracy})
-
-
-class MemoryBank(nn.Module):
-    """``vectors: (size, dim)`` unit vectors, one per data-set item, initialised at random."""
-
-    def __init__(self, size: int, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("vectors", F.normalize(torch.randn(size, dim), dim=1))
-
-    def __len__(self) -> int:
-        return self.vectors.shape[0]
-
-    @torch.no_grad()
-    def update(self, index: Tensor, features: Tensor, momentum: float) -> None:
-        """``v_i <- normalise(momentum * v_i + (1 - momentum) * normalise(f_i))`` for ``index: (N,)``,
-        ``features: (N, dim)``."""
-        mixed = momentum * self.vectors[index] + (1 - momentum) * F.normalize(features.float(), dim=1)
-        self.vectors[index] = F.normalize(mixed, dim=1)

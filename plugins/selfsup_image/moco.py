@@ -12,8 +12,8 @@ from toolkit.limits import Positive, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
 from toolkit.losses import info_nce
 
-from selfsup_image.momentum import MomentumSchedule, MomentumTarget
-from selfsup_image.queue import KeyQueue
+from toolkit.momentum import MomentumSchedule, MomentumTarget
+from toolkit.memory import KeyQueue
 
 
 @declare(Contract(consumes={"tensor"}, min_views=2, max_views=2))
@@ -75,7 +75,6 @@ class MoCo(Objective):
         self.temperature, self.symmetric, self.bn_groups = temperature, symmetric, bn_groups
         self.target = MomentumTarget(encoder, projector, momentum, momentum_schedule)
         self.queue = KeyQueue(min(queue_size, dataset_size), projector.output_dim)
-        self._online = (encoder, projector)  # a plain tuple: referenced, not registered twice
 
     def forward(self, batch: Batch, encoder: Encoder, projector: Projector) -> ObjectiveOutput:
         if len(batch.views) < 2:
@@ -119,5 +118,5 @@ class MoCo(Objective):
         return keys[order.argsort()]
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        self.target.update(*self._online, step, total_steps)
+    def after_step(self, step: int, total_steps: int, encoder: Encoder, projector: Projector) -> None:
+        self.target.update(encoder, projector, step, total_steps)

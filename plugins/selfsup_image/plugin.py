@@ -11,7 +11,7 @@ from selfsup_image.datasources import ImageFolder, ImageNpz, JpegNpz
 from selfsup_image.encoders import ResNet18, ResNet34, ResNet50
 from selfsup_image.instdisc import InstDisc
 from selfsup_image.moco import MoCo
-from selfsup_image.objectives import NTXent
+from selfsup_image.simclr import NTXent
 from selfsup_image.simsiam import SimSiam
 from selfsup_image.supcon import SupCon
 

@@ -10,7 +10,7 @@ from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Proje
 from toolkit.losses import negative_cosine
 from toolkit.projectors import MLPProjector
 
-from selfsup_image.views import embed_views, prediction_pairs
+from toolkit.views import embed_views, prediction_pairs
 
 
 @declare(Contract(consumes={"tensor"}, min_views=2))

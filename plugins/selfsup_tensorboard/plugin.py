@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from toolkit import hookimpl
+from toolkit import RunContext, hookimpl
 
 
 class TensorBoardLogger:
@@ -22,34 +22,34 @@ class TensorBoardLogger:
         self._writers: dict[Path, Any] = {}
 
     @hookimpl
-    def on_train_start(self, trainer: Any) -> None:
-        self._writer(trainer)
+    def on_train_start(self, run: RunContext) -> None:
+        self._writer(run)
 
     @hookimpl
-    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
-        self._log(trainer, "train", step, metrics)
+    def on_step_end(self, run: RunContext, step: int, metrics: dict[str, float]) -> None:
+        self._log(run, "train", step, metrics)
 
     @hookimpl
-    def on_eval_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
-        self._log(trainer, "eval", step, metrics)
-        writer = self._writer(trainer)
+    def on_eval_end(self, run: RunContext, step: int, metrics: dict[str, float]) -> None:
+        self._log(run, "eval", step, metrics)
+        writer = self._writer(run)
         if writer is not None:
             writer.flush()
 
     @hookimpl
-    def on_train_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        writer = self._writers.pop(Path(trainer.run_dir), None)
+    def on_train_end(self, run: RunContext, metrics: dict[str, float]) -> None:
+        writer = self._writers.pop(Path(run.run_dir), None)
         if writer is not None:
             writer.close()
 
-    def _log(self, trainer: Any, prefix: str, step: int, metrics: dict[str, float]) -> None:
-        writer = self._writer(trainer)
+    def _log(self, run: RunContext, prefix: str, step: int, metrics: dict[str, float]) -> None:
+        writer = self._writer(run)
         if writer is not None:
             for key, value in metrics.items():
                 writer.add_scalar(f"{prefix}/{key}", value, step)
 
-    def _writer(self, trainer: Any) -> Any:
-        run_dir = Path(trainer.run_dir)
+    def _writer(self, run: RunContext) -> Any:
+        run_dir = Path(run.run_dir)
         if run_dir not in self._writers:
             if importlib.util.find_spec("tensorboard") is None:
                 self._writers[run_dir] = None

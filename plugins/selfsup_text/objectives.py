@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
 from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
+from toolkit.views import concat_views
 
 
 @declare(Contract(consumes={"tensor", "tokens"}, min_views=2, max_views=3))
@@ -57,18 +52,3 @@ class SimCSE(Objective):
         loss, accuracy = info_nce(anchor, positive, self.temperature, hard_negatives=hard,
                                   hard_negative_weight=self.hard_negative_weight)
         return ObjectiveOutput(loss, {"accuracy": accuracy})
-
-
-def concat_views(views: list[Any], pad_token_id: int = 0) -> Any:
-    """``V`` views of ``N`` items as one batch of ``V * N`` rows, view-major.
-
-    Tensors ``(N, ...)`` are concatenated; dicts of token tensors ``(N, T_v)`` are right-padded
-    to the longest ``T_v`` (``input_ids`` with ``pad_token_id``, everything else, the attention
-    mask included, with 0) and concatenated key by key.
-    """
-    if isinstance(views[0], Tensor):
-        return torch.cat(views)
-    length = max(view["input_ids"].shape[1] for view in views)
-    return {key: torch.cat([F.pad(view[key], (0, length - view[key].shape[1]),
-                                  value=pad_token_id if key == "input_ids" else 0) for view in views])
-            for key in views[0]}

@@ -119,7 +119,7 @@ def register_evaluators(register):
 
 
 @hookimpl
-def on_step_end(trainer, step, metrics):
+def on_step_end(run, step, metrics):
     """Simulates a crash (tests of resume): raise once step SELFSUP_TEST_CRASH_AT ends."""
     if str(step) == os.environ.get("SELFSUP_TEST_CRASH_AT"):
         raise RuntimeError(f"simulated crash at step {step}")

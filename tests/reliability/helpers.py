@@ -28,7 +28,7 @@ import os, signal
 from toolkit import hookimpl
 
 @hookimpl
-def on_step_end(trainer, step, metrics):
+def on_step_end(run, step, metrics):
     if step == int(os.environ["SEND_AT_STEP"]):
         for _ in range(int(os.environ.get("SEND_TIMES", "1"))):
             os.kill(os.getpid(), getattr(signal, os.environ["SEND_SIGNAL"]))

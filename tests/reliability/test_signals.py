@@ -16,7 +16,7 @@ import torch
 from conftest import RECIPES, ROOT
 from helpers import SIGNALLING_PLUGIN, run_cli
 from toolkit import checkpoint
-from toolkit.cli import INTERRUPTED
+from toolkit.errors import INTERRUPTED
 from toolkit.engine import CHECKPOINT
 
 FAST = ["eval.evaluators=[]", "trainer.checkpoint_every=100"]

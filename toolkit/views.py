@@ -1,10 +1,17 @@
-"""Encoding a batch's views: one forward pass per run of same-size views (multi-crop aware)."""
+"""Encoding a batch's views, for any objective that compares views of one item.
+
+- :func:`embed_views` / :func:`forward_runs`: one forward pass per run of same-shape views
+  (two global views share their batch-norm statistics; multi-crop's smaller views go together).
+- :func:`concat_views`: views of token dicts (text) of different lengths as one padded batch.
+- :func:`prediction_pairs`: which view predicts which (BYOL, SimSiam, with multi-crop).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from toolkit.interfaces import Encoder, Projector, pool
@@ -44,3 +51,18 @@ def prediction_pairs(n_views: int, n_targets: int = 2) -> list[tuple[int, int]]:
         raise ValueError(f"this objective needs at least 2 views per item, got {n_views}; "
                          f"set augmentation.n_views to 2 or more")
     return [(i, j) for i in range(n_views) for j in range(min(n_targets, n_views)) if i != j]
+
+
+def concat_views(views: Sequence[Any], pad_token_id: int = 0) -> Any:
+    """``V`` views of ``N`` items as one batch of ``V * N`` rows, view-major.
+
+    Tensors ``(N, ...)`` are concatenated; dicts of token tensors ``(N, T_v)`` are right-padded
+    to the longest ``T_v`` (``input_ids`` with ``pad_token_id``, everything else, the attention
+    mask included, with 0) and concatenated key by key.
+    """
+    if isinstance(views[0], Tensor):
+        return torch.cat(list(views))
+    length = max(view["input_ids"].shape[1] for view in views)
+    return {key: torch.cat([F.pad(view[key], (0, length - view[key].shape[1]),
+                                  value=pad_token_id if key == "input_ids" else 0) for view in views])
+            for key in views[0]}

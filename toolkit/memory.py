@@ -1,4 +1,8 @@
-"""MoCo's dictionary: a fixed-size FIFO queue of normalised keys, held in buffers."""
+"""Memories of past embeddings, held in buffers so that checkpoints hold them and resume is exact.
+
+- :class:`KeyQueue`: MoCo's dictionary, a fixed-size FIFO queue of keys (also SwAV's queue).
+- :class:`MemoryBank`: InstDisc's bank, one vector per data-set item, updated by momentum.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,6 @@ class KeyQueue(nn.Module):
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
-        if size < 1:
-            raise ValueError(f"objective.queue_size must be at least 1, got {size}")
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
 
@@ -38,3 +40,22 @@ class KeyQueue(nn.Module):
     def oldest_first(self) -> Tensor:
         """The keys ``(size, dim)`` from the oldest to the newest."""
         return torch.roll(self.keys, -int(self.pointer), dims=0)
+
+
+class MemoryBank(nn.Module):
+    """``vectors: (size, dim)`` unit vectors, one per data-set item, initialised at random
+    (Wu et al. 2018, section 3.2)."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("vectors", F.normalize(torch.randn(size, dim), dim=1))
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @torch.no_grad()
+    def update(self, index: Tensor, features: Tensor, momentum: float) -> None:
+        """``v_i <- normalise(momentum * v_i + (1 - momentum) * normalise(f_i))`` for ``index: (N,)``,
+        ``features: (N, dim)``."""
+        mixed = momentum * self.vectors[index] + (1 - momentum) * F.normalize(features.float(), dim=1)
+        self.vectors[index] = F.normalize(mixed, dim=1)

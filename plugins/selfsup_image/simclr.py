@@ -10,7 +10,7 @@ from toolkit.limits import Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import nt_xent
 
-from selfsup_image.views import embed_views
+from toolkit.views import embed_views
 
 
 @declare(Contract(consumes={"tensor"}, min_views=2))

@@ -1,4 +1,4 @@
-"""Momentum (EMA) target networks: MoCo's key encoder and BYOL's target network.
+"""Momentum (EMA) target networks: MoCo's key encoder, BYOL's target network, DINO's teacher.
 
 For online parameters ``theta`` and target parameters ``xi`` the update after each optimizer
 step is ``xi <- m * xi + (1 - m) * theta`` (He et al. 2020, eq. 2; Grill et al. 2020, eq. 1).
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from toolkit.interfaces import Encoder, Projector, pool
+from toolkit.limits import Momentum
 
 MomentumSchedule = Literal["constant", "cosine"]
 
@@ -23,17 +24,15 @@ MomentumSchedule = Literal["constant", "cosine"]
 class MomentumTarget(nn.Module):
     """Frozen copies of an encoder and projector, moved towards the online ones by EMA.
 
-    ``forward(x: (N, C, H, W)) -> (N, D)`` runs without gradient. The copies' parameters have
+    ``forward(x) -> (N, D)`` runs without gradient (``x`` whatever the encoder takes). The copies' parameters have
     ``requires_grad = False``, so the optimizer never sees them; their batch-norm statistics
     follow their own forward passes (as in MoCo and BYOL). The momentum last used is the buffer
     ``momentum``, so a checkpoint holds the schedule's position too.
     """
 
-    def __init__(self, encoder: Encoder, projector: Projector, base_momentum: float,
+    def __init__(self, encoder: Encoder, projector: Projector, base_momentum: Momentum,
                  schedule: MomentumSchedule = "constant") -> None:
         super().__init__()
-        if not 0.0 <= base_momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] (0.99-0.999 in MoCo and BYOL), got {base_momentum}")
         self.encoder, self.projector = frozen_copy(encoder), frozen_copy(projector)
         self.base_momentum, self.schedule = base_momentum, schedule
         self.register_buffer("momentum", torch.tensor(base_momentum, dtype=torch.float32))
