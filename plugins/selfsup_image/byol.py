@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from toolkit.compatibility import Contract, declare
+from toolkit.limits import Momentum
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import normalized_mse
 from toolkit.projectors import MLPProjector
@@ -37,7 +38,7 @@ class BYOL(Objective):
         self,
         encoder: Encoder,
         projector: Projector,
-        base_tau: float = 0.996,
+        base_tau: Momentum = 0.996,
         tau_schedule: MomentumSchedule = "cosine",
         predictor_hidden_dim: int = 4096,
     ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
 import torch.nn.functional as F
 
 from toolkit.compatibility import Contract, declare
 from toolkit import distributed
-from toolkit.limits import Temperature
+from toolkit.limits import Positive, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
 from toolkit.memory import MemoryBank
@@ -44,14 +47,10 @@ class InstDisc(Objective):
         projector: Projector,
         dataset_size: int,
         temperature: Temperature = 0.07,
-        num_negatives: int = 4096,
-        bank_momentum: float = 0.5,
+        num_negatives: Positive = 4096,
+        bank_momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.5,
     ) -> None:
         super().__init__()
-        if num_negatives < 1:
-            raise ValueError(f"objective.num_negatives must be at least 1, got {num_negatives}")
-        if not 0.0 <= bank_momentum < 1.0:
-            raise ValueError(f"objective.bank_momentum must be in [0, 1) (0.5 in the paper), got {bank_momentum}")
         self.temperature, self.num_negatives, self.bank_momentum = temperature, num_negatives, bank_momentum
         self.bank = MemoryBank(dataset_size, projector.output_dim)
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from toolkit.compatibility import Contract, declare
 from toolkit import distributed
-from toolkit.limits import Positive, Temperature
+from toolkit.limits import Momentum, Positive, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector, pool
 from toolkit.losses import info_nce
 
@@ -59,14 +59,12 @@ class MoCo(Objective):
         dataset_size: int,
         temperature: Temperature = 0.2,
         queue_size: Positive = 65536,
-        momentum: float = 0.999,
+        momentum: Momentum = 0.999,
         momentum_schedule: MomentumSchedule = "constant",
         symmetric: bool = False,
-        bn_groups: int = 8,
+        bn_groups: Positive = 8,
     ) -> None:
         super().__init__()
-        if bn_groups < 1:
-            raise ValueError(f"objective.bn_groups must be at least 1 (1 turns shuffle-BN off), got {bn_groups}")
         processes = distributed.world_size()
         if bn_groups > 1 and bn_groups % processes:
             raise ValueError(f"objective.bn_groups ({bn_groups}) must be a multiple of the number of processes "

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
+from toolkit.limits import Positive
 
 
 @declare(lambda p: Contract(consumes={"sequence"}, produces={"sequence"}, views=p.get("n_views", 1)))
@@ -35,16 +36,15 @@ class CPCAudioAugmentation(Augmentation):
 
     def __init__(
         self,
-        window: int = 20480,
+        window: Positive = 20480,
         gain_db: float = 0.0,
         noise_snr_db: float = 30.0,
         noise_prob: float = 0.0,
         time_mask: int = 0,
         time_mask_prob: float = 0.0,
-        eval_length: int | None = None,
-        n_views: int = 1,
+        eval_length: Positive | None = None,
+        n_views: Positive = 1,
     ) -> None:
-        _check_positive(window=window, eval_length=eval_length, n_views=n_views)
         self.window, self.gain_db, self.eval_length, self.n_views = window, gain_db, eval_length, n_views
         self.noise_snr_db, self.noise_prob = noise_snr_db, noise_prob
         self.time_mask, self.time_mask_prob = time_mask, time_mask_prob
@@ -76,9 +76,8 @@ class CPCSeriesAugmentation(Augmentation):
     scaling^2)``, and jitter ``x + N(0, jitter^2)`` (Um et al. 2017's series augmentations);
     ``n_views`` independent windows of each item (1 for CPC)."""
 
-    def __init__(self, window: int = 128, jitter: float = 0.0, scaling: float = 0.0,
-                 eval_length: int | None = None, n_views: int = 1) -> None:
-        _check_positive(window=window, eval_length=eval_length, n_views=n_views)
+    def __init__(self, window: Positive = 128, jitter: float = 0.0, scaling: float = 0.0,
+                 eval_length: Positive | None = None, n_views: Positive = 1) -> None:
         self.window, self.jitter, self.scaling, self.eval_length = window, jitter, scaling, eval_length
         self.n_views = n_views
 
@@ -122,9 +121,3 @@ def trim_padding(item: Tensor) -> Tensor:
     if not bool(present.any()):
         return item[:, :0]
     return item[:, : int(present.nonzero().max()) + 1]
-
-
-def _check_positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise ValueError(f"augmentation.{name} must be at least 1, got {value}")

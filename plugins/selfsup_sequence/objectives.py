@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit.limits import Positive
 from toolkit.compatibility import Contract, declare
 from toolkit import distributed
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
@@ -45,8 +46,8 @@ class CPC(Objective):
     def __init__(
         self,
         encoder: Encoder,
-        prediction_steps: int = 12,
-        num_negatives: int = 128,
+        prediction_steps: Positive = 12,
+        num_negatives: Positive = 128,
         negatives_from: NegativesFrom = "batch",
     ) -> None:
         super().__init__()
@@ -55,8 +56,6 @@ class CPC(Objective):
             raise TypeError(f"objective cpc needs an encoder with encode(x) -> z, context(z) -> c and z_dim "
                             f"(cpc-audio, cpc-series); encoder {type(encoder).__name__} lacks "
                             f"{', '.join(missing) or 'z_dim'}")
-        if prediction_steps < 1 or num_negatives < 1:
-            raise ValueError("objective.prediction_steps and objective.num_negatives must be at least 1")
         if negatives_from not in ("batch", "same_sequence"):
             raise ValueError(f"objective.negatives_from must be batch or same_sequence, got {negatives_from!r}")
         self.predictors = nn.ModuleList(

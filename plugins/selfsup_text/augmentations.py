@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from toolkit.limits import Positive
 from toolkit.compatibility import Contract, declare
 from toolkit.interfaces import Augmentation
 
@@ -20,9 +21,7 @@ class SimCSEViews(Augmentation):
     The evaluation twin is the sentence itself (the anchor of a tuple).
     """
 
-    def __init__(self, n_views: int = 2) -> None:
-        if n_views < 1:
-            raise ValueError(f"augmentation.n_views must be at least 1, got {n_views}")
+    def __init__(self, n_views: Positive = 2) -> None:
         self.n_views = n_views
 
     def __call__(self, item: str | Sequence[str]) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence
+
+from annotated_types import Ge
 
 from torch import Tensor
 
@@ -61,14 +63,12 @@ class HFTransformerEncoder(Encoder):
         self,
         model: str,
         pooling: Pooling = "cls_before_pooler",
-        max_length: int = 32,
+        max_length: Annotated[int, Ge(2)] = 32,
         pretrained: bool = True,
         config: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        if max_length < 2:
-            raise ValueError(f"encoder.max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
         transformers = require("transformers", "encoder hf-transformer")
         AutoConfig, AutoModel, AutoTokenizer = (transformers.AutoConfig, transformers.AutoModel,
                                                 transformers.AutoTokenizer)
