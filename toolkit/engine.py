@@ -443,7 +443,7 @@ class Trainer:
                                    f"stopped and {self._last_good()}. {self._divergence_advice()}")
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
-        self.plugins.hook.on_before_optimizer_step(run=self._run_context(), trainer=self, step=self.step + 1)  # every process
+        self.plugins.hook.on_before_optimizer_step(run=self._run_context(), step=self.step + 1)  # every process
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

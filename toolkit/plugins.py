@@ -70,9 +70,9 @@ class Plugins:
     def add(self, name: str, module: ModuleType, info: PluginInfo | None = None) -> None:
         """Register ``module`` as plugin ``name`` and collect what it registers.
 
-        A plugin whose hooks do not match the specs (a misspelled hook name included), or that raises while registering, is
-        recorded with its error and leaves nothing behind (fatal with SELFSUP_STRICT_PLUGINS=1).
-        A name clash with another plugin's component is always an error.
+        A plugin whose hooks do not match the specs (a misspelled hook name included), or that
+        raises while registering, is recorded with its error and leaves nothing behind (fatal
+        with SELFSUP_STRICT_PLUGINS=1). A name clash with another plugin's component is always an error.
         """
         if name in self.infos and self.infos[name].error is None:
             raise PluginError(f"two plugins are named {name!r}; rename one entry point")

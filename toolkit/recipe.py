@@ -252,7 +252,8 @@ def _resolve_component(
                        {k: f for k, f in fields.items() if k not in nested}, strict=False)
     for key, nested_kind_name in nested.items():
         if key not in given and fields[key].required:
-            raise document.error(key_path + (key,), f"missing required {nested_kind_name} block (`{key}: {{name: ...}}`)")
+            raise document.error(key_path + (key,), f"missing required {nested_kind_name} block "
+                                                    f"(`{key}: {{name: ...}}`)")
         params[key] = _resolve_component(document, key_path + (key,), nested_kind_name,
                                          given.get(key, fields[key].default), plugins)
     unknown = [key for key in given if key not in fields]
