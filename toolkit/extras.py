@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "torchaudio": "audio",
     "soundfile": "audio",
     "av": "video",
+    "timm": "vit",
 }
 """The extra that installs each optional library."""
 
