@@ -7,6 +7,8 @@ without ``../shared``.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import av
 import numpy as np
 import pytest
@@ -15,20 +17,44 @@ from torchvision.io import write_png
 
 from selfsup_video.augmentations import TemporalAugmentation
 from selfsup_video.datasources import FrameArrays, FrameFolders, VideoFiles
-from selfsup_video.encoders import FrameResNet, R2Plus1D18, R3D18
+from selfsup_video.encoders import FrameEncoder, R2Plus1D18, R3D18
 from selfsup_video.objectives import TemporalContrast
 from selfsup_video.retrieval import VideoRetrieval, same_video_retrieval
 from selfsup_video.sampling import TemporalSampler
 from selfsup_video.videoio import probe, read_frames, write_video
 from selfsup_video.videos import FrameArray, VideoFile
+from toolkit.errors import RecipeError
 from toolkit.interfaces import Batch, Encoder
 from toolkit.losses import nt_xent
+from toolkit.plugins import default_plugins
 from toolkit.projectors import IdentityProjector, MLPProjector
+from toolkit.recipe import build, load_and_resolve
 from toolkit.testing import check_augmentation, check_datasource, check_encoder, check_factory_schema, check_objective
 
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import RECIPES, SHARED_DATA, needs_shared_data
 
 DAVIS = SHARED_DATA / "davis2016_val" / "davis2016_val_72x128.npz"
+SIMCLR_16 = {"name": "simclr", "size": 16, "n_views": 1}
+"""One SimCLR view of 16 px: the frame augmentation of the tests."""
+PLAIN_8 = {**SIMCLR_16, "size": 8, "scale": [1.0, 1.0], "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0,
+           "flip_prob": 0.0, "eval_crop_fraction": 1.0}
+"""One 8 px view with nothing random: the whole frame, resized."""
+
+
+def built(kind: str, block: dict[str, Any]) -> Callable[[], Any]:
+    """A factory building ``block`` as a recipe does (nested blocks by name), for the conformance kit."""
+    return lambda: build(default_plugins(), kind, block)
+
+
+def temporal(frames: dict[str, Any] = SIMCLR_16, **params: Any) -> TemporalAugmentation:
+    """The ``temporal`` augmentation over ``frames``, built from its recipe block."""
+    return build(default_plugins(), "augmentation", {"name": "temporal", "frames": frames, **params})
+
+
+def frame_encoder(width: int = 4) -> FrameEncoder:
+    """``frame-encoder`` over a ResNet-18 of ``width``, built from its recipe block."""
+    frames = {"name": "resnet18", "width": width}
+    return build(default_plugins(), "encoder", {"name": "frame-encoder", "frames": frames})
 
 
 def ramp_frames(count: int, height: int = 16, width: int = 24, step: int = 8) -> np.ndarray:
@@ -243,19 +269,19 @@ def test_davis_frames_split_in_time_cover_every_frame_once():
 # the augmentation
 
 @pytest.mark.parametrize("params", [
-    {"size": 16, "max_interval": 4},
-    {"size": 16, "max_interval": 4, "clip_length": 3, "frame_step": 2},
-    {"size": 16, "max_interval": 4, "clip_length": 3, "consistent": False, "tcn_margin": 6},
+    {"max_interval": 4},
+    {"max_interval": 4, "clip_length": 3, "frame_step": 2},
+    {"max_interval": 4, "clip_length": 3, "consistent": False, "tcn_margin": 6},
 ])
 def test_temporal_augmentation_conforms(params):
-    views = check_augmentation(TemporalAugmentation, params, ramp_video(20))
+    views = check_augmentation(built("augmentation", {"name": "temporal", "frames": SIMCLR_16, **params}), {},
+                               ramp_video(20))
     expected = (3, 16, 16) if "clip_length" not in params else (3, 3, 16, 16)
     assert all(view.shape == expected and view.dtype == torch.float32 for view in views)
 
 
 def test_views_come_from_frames_at_most_max_interval_apart_and_negatives_beyond_the_margin():
-    plain = {"scale": (1.0, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0, "flip_prob": 0.0}
-    augmentation = TemporalAugmentation(size=8, max_interval=3, tcn_margin=5, **plain)
+    augmentation = temporal(PLAIN_8, max_interval=3, tcn_margin=5)
     torch.manual_seed(0)
     for _ in range(50):
         anchor, positive, negative = (round(float(view.mean()) * 255 / 8) for view in augmentation(ramp_video(30)))
@@ -263,32 +289,83 @@ def test_views_come_from_frames_at_most_max_interval_apart_and_negatives_beyond_
 
 
 def test_consistent_clips_share_one_spatial_draw_and_inconsistent_ones_do_not():
+    # a clip of one random still frame: a shared crop, flip and colour draw gives identical frames
     frames = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 24, 24, 3), dtype=np.uint8), 10, axis=0)
     video = FrameArray("still", frames, 0, 10, native_fps=24.0)
     torch.manual_seed(0)
-    same = TemporalAugmentation(size=16, clip_length=4, max_interval=2)(video)[0]
-    different = TemporalAugmentation(size=16, clip_length=4, max_interval=2, consistent=False)(video)[0]
+    same = temporal(clip_length=4, max_interval=2)(video)[0]
+    different = temporal(clip_length=4, max_interval=2, consistent=False)(video)[0]
+    assert same.shape == different.shape == (3, 4, 16, 16)
     assert all(torch.equal(same[:, t], same[:, 0]) for t in range(4))
     assert not all(torch.equal(different[:, t], different[:, 0]) for t in range(4))
 
 
+def test_consistent_clips_crop_every_frame_of_a_moving_square_at_the_same_place():
+    # a 4 px square moving 1 px right per frame, always inside the 60%-area crop: with one crop box
+    # per clip its centre keeps one row and moves by one constant (scaled) step; per-frame boxes do not
+    frames = np.zeros((8, 48, 48, 3), dtype=np.uint8)
+    for t in range(8):
+        frames[t, 22:26, 18 + t:22 + t] = 255
+    video = FrameArray("moving", frames, 0, 8, native_fps=24.0)
+    spatial = {**PLAIN_8, "size": 32, "scale": [0.6, 0.6], "flip_prob": 0.5}
+    grid = torch.arange(32, dtype=torch.float32)
+
+    def centres(clip):  # (T, 32, 32) -> rows (T,), columns (T,)
+        mass = clip.sum(dim=(1, 2))
+        return (clip.sum(dim=2) * grid).sum(dim=1) / mass, (clip.sum(dim=1) * grid).sum(dim=1) / mass
+
+    torch.manual_seed(0)
+    for consistent in (True, False):
+        augmentation = temporal(spatial, clip_length=4, max_interval=2, consistent=consistent)
+        steady = []
+        for _ in range(10):
+            rows, columns = centres(augmentation(video)[0][0])
+            steps = columns.diff()
+            steady.append(bool((rows - rows[0]).abs().max() < 0.01 and (steps - steps[0]).abs().max() < 0.2
+                               and steps.abs().min() > 0.5))  # resampling moves a centre by < 0.1 px
+        assert all(steady) if consistent else not any(steady)
+
+
 def test_eval_transform_handles_frames_clips_and_whole_videos():
-    frames_aug = TemporalAugmentation(size=8, eval_crop_fraction=1.0)
-    clips_aug = TemporalAugmentation(size=8, clip_length=4, eval_crop_fraction=1.0)
+    frames_aug = temporal(PLAIN_8)
+    clips_aug = temporal(PLAIN_8, clip_length=4)
     assert frames_aug.eval_transform(torch.zeros(3, 16, 24, dtype=torch.uint8)).shape == (3, 8, 8)
     assert clips_aug.eval_transform(torch.zeros(4, 3, 16, 24, dtype=torch.uint8)).shape == (3, 4, 8, 8)
     assert frames_aug.eval_transform(ramp_video(11)).mean() == pytest.approx(5 * 8 / 255)  # the middle frame
     assert clips_aug.eval_transform(ramp_video(11)).mean(dim=(0, 2, 3)).mul(255 / 8).round().tolist() == [3, 4, 5, 6]
 
 
+def test_a_clip_is_evaluated_as_each_of_its_frames():
+    augmentation = temporal(SIMCLR_16, clip_length=4)
+    clip = torch.randint(0, 256, (4, 3, 20, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    per_frame = torch.stack([augmentation.frames.eval_transform(frame) for frame in clip], dim=1)
+    assert torch.allclose(augmentation.eval_transform(clip), per_frame, atol=1e-6)
+
+
 def test_training_on_single_frames_asks_for_unit_video():
     with pytest.raises(TypeError, match="unit: video"):
-        TemporalAugmentation()(torch.zeros(3, 8, 8, dtype=torch.uint8))
+        temporal()(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
 def test_a_tcn_margin_within_the_positive_range_is_refused():
-    with pytest.raises(ValueError, match="tcn_margin .* must exceed augmentation.max_interval"):
-        TemporalAugmentation(max_interval=8, tcn_margin=8)
+    with pytest.raises(RecipeError, match="tcn_margin .* must exceed augmentation.max_interval"):
+        temporal(max_interval=8, tcn_margin=8)
+
+
+@pytest.mark.parametrize("frames, hint", [
+    ({**SIMCLR_16, "n_views": 2}, "frames.n_views must be 1.* makes 2; set augmentation.frames.n_views: 1"),
+    ({**SIMCLR_16, "local_crops": 2}, "augmentation.frames.n_views must be 1.* makes 3; .*local_crops: 0"),
+    ({**SIMCLR_16, "device": "batch"}, "augmentation.frames .* whole batches.* augmentation.frames.device: cpu"),
+])
+def test_a_frame_augmentation_making_more_than_one_view_per_call_is_refused(frames, hint):
+    with pytest.raises(RecipeError, match=hint):
+        temporal(frames)
+
+
+def test_the_frame_augmentation_defaults_to_one_simclr_view_of_112_pixels(plugins):
+    recipe = load_and_resolve(RECIPES / "tiny" / "temporal.yaml", ["augmentation={name: temporal}"], plugins)
+    frames = recipe.block("augmentation")["frames"]
+    assert (frames["name"], frames["size"], frames["n_views"]) == ("simclr", 112, 1)
 
 
 # encoders
@@ -298,8 +375,9 @@ CLIPS = [torch.rand(3, 4, 16, 16) for _ in range(3)]
 
 
 @pytest.mark.parametrize("factory, params, example", [
-    (FrameResNet, {"width": 4}, FRAMES),
-    (FrameResNet, {"width": 4, "stem": "cifar"}, CLIPS),
+    (built("encoder", {"name": "frame-encoder", "frames": {"name": "resnet18", "width": 4}}), {}, FRAMES),
+    (built("encoder", {"name": "frame-encoder", "frames": {"name": "resnet18", "width": 4, "stem": "cifar"}}), {},
+     CLIPS),
     (R2Plus1D18, {"width": 4}, CLIPS),
     (R3D18, {"width": 4}, CLIPS),
 ])
@@ -307,13 +385,38 @@ def test_video_encoders_conform(factory, params, example):
     check_encoder(factory, params, example)
 
 
-def test_frame_resnet_encodes_a_clip_as_the_mean_of_its_frames():
+def test_frame_encoder_encodes_a_clip_as_the_mean_of_its_frames():
     torch.manual_seed(0)
-    encoder = FrameResNet(width=4).eval()
+    encoder = frame_encoder().eval()
     clip = torch.rand(2, 3, 5, 16, 16)
     with torch.no_grad():
         per_frame = torch.stack([encoder(clip[:, :, t]) for t in range(5)], dim=1).mean(dim=1)
         assert torch.allclose(encoder(clip), per_frame, atol=1e-6)
+
+
+def test_frame_encoder_takes_any_image_encoder_by_name_and_its_output_dim(plugins):
+    recipe = load_and_resolve(RECIPES / "tiny" / "temporal.yaml", ["encoder={name: frame-encoder, frames: resnet50}"],
+                              plugins)
+    assert recipe.block("encoder")["frames"]["name"] == "resnet50"
+    encoder = recipe.build("encoder")
+    assert type(encoder.frames).__name__ == "ResNet50" and encoder.output_dim == 2048
+    assert build(plugins, "encoder", {"name": "frame-encoder"}).output_dim == 512  # resnet18 by default
+    assert {name.split(".")[0] for name in encoder.state_dict()} == {"frames"}
+
+
+def test_a_misspelled_frame_encoder_key_is_named_with_file_and_line(plugins, tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(f"extends: {RECIPES / 'tiny' / 'temporal.yaml'}\n"
+                      "encoder:\n  name: frame-encoder\n  frames: {name: resnet18, widht: 4}\n")
+    with pytest.raises(RecipeError, match=r"typo.yaml:4: encoder\.frames\.widht: unknown key; did you mean 'width'"):
+        load_and_resolve(recipe, [], plugins)
+    with pytest.raises(RecipeError, match=r"encoder\.frames\.name: no encoder named 'resnt18'"):
+        load_and_resolve(recipe, ["encoder.frames={name: resnt18}"], plugins)
+
+
+def test_a_sequence_encoder_per_frame_is_refused(plugins):
+    with pytest.raises(RecipeError, match="encoder.frames must give one vector per frame"):
+        build(plugins, "encoder", {"name": "frame-encoder", "frames": {"name": "cpc-audio", "pooling": "sequence"}})
 
 
 def test_clip_encoders_have_torchvision_layouts_at_width_64():
@@ -396,7 +499,7 @@ def test_without_the_tcn_term_the_loss_is_simclr_nt_xent_of_the_two_times():
 @pytest.mark.parametrize("tcn_weight, views", [(0.0, 2), (1.0, 3)])
 def test_temporal_contrast_conforms(tcn_weight, views):
     torch.manual_seed(0)
-    encoder = FrameResNet(width=4)
+    encoder = frame_encoder()
     projector = MLPProjector(encoder.output_dim, hidden_dim=8, output_dim=4)
     batch = Batch(views=[torch.rand(4, 3, 16, 16) for _ in range(views)], index=torch.arange(4))
     output = check_objective(TemporalContrast, {"tcn_weight": tcn_weight}, batch, encoder, projector)

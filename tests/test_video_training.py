@@ -50,7 +50,7 @@ def video_folder(root: Path, videos: int = 8, frames: int = 20) -> Path:
 
 @pytest.mark.parametrize("name", ["temporal-davis.yaml", "temporal-clips.yaml", "tiny/temporal.yaml"])
 def test_video_recipes_validate(name, plugins):
-    assert load_and_resolve(RECIPES / name, [], plugins).section("objective")["name"] == "temporal-contrast"
+    assert load_and_resolve(RECIPES / name, [], plugins).block("objective")["name"] == "temporal-contrast"
 
 
 @pytest.mark.parametrize("tcn", [[], ["augmentation.tcn_margin=10", "objective.tcn_weight=0.5"]],
@@ -109,7 +109,7 @@ def test_two_processes_give_the_loss_and_gradients_of_the_global_batch(tmp_path,
 def test_a_clip_encoder_trains_on_video_files_and_is_evaluated_on_clips(plugins, tmp_path):
     folder = video_folder(tmp_path)
     run = trainer(plugins, tmp_path / "run", f"data={{name: video-files, path: {folder}, split: train}}",
-                  "encoder={name: r2plus1d-18, width: 4}", "augmentation.clip_length=4", "augmentation.size=16",
+                  "encoder={name: r2plus1d-18, width: 4}", "augmentation.clip_length=4", "augmentation.frames.size=16",
                   "augmentation.max_interval=6", "schedule.max_steps=2",
                   "eval.train_data={unit: clip, clip_length: 4, frame_stride: 4}",
                   "eval.test_data={unit: clip, clip_length: 4}",

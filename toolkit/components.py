@@ -65,6 +65,11 @@ class Resolved:
     component: Component
     params: dict[str, Any]
 
+    def plugins(self) -> set[str]:
+        """The plugins whose components this block uses, nested blocks included."""
+        nested = [value.plugins() for value in self.params.values() if isinstance(value, Resolved)]
+        return {self.component.plugin}.union(*nested)
+
     def build(self, **available: Any) -> Any:
         """The instance; ``available`` are the injected values, of which the factory gets those it names."""
         params = {k: v.build() if isinstance(v, Resolved) else v for k, v in self.params.items()}

@@ -50,6 +50,8 @@ def export_encoder(
         "augmentation": augmentation_block,
         "plugin": component.plugin,
         "augmentation_plugin": plugins.get("augmentation", augmentation_block["name"]).plugin,
+        "plugins": sorted(resolve_block(plugins, "encoder", encoder_block).plugins()
+                          | resolve_block(plugins, "augmentation", augmentation_block).plugins()),
         "plugin_version": info.version if info else None,
         "output_dim": encoder.output_dim,
         "output_kind": encoder.output_kind,
@@ -117,9 +119,9 @@ def load_eval_transform(path: str | Path, plugins: Plugins | None = None) -> Cal
 
 
 def _plugins_for(metadata: dict[str, Any]) -> Plugins:
-    """The installed plugins that registered the export's encoder and augmentation (and the
-    core), or all of them for exports that do not say (older ones, local plugins)."""
-    named = {"core", metadata.get("plugin"), metadata.get("augmentation_plugin")}
+    """The installed plugins that registered the export's encoder and augmentation, nested blocks
+    included (and the core), or all of them for exports that do not say (older ones, local plugins)."""
+    named = {"core", *metadata.get("plugins", [metadata.get("plugin"), metadata.get("augmentation_plugin")])}
     if None in named:
         return default_plugins()
     plugins = discover(only=named)  # type: ignore[arg-type]

@@ -26,6 +26,8 @@ EXTRAS: dict[str, str] = {
 class MissingExtra(SelfsupError, ModuleNotFoundError):
     """An optional library a component needs is not installed; the message names the extra."""
 
+    exit_status = 1  # the recipe is fine; this environment lacks a library
+
 
 def require(module: str, needed_for: str) -> ModuleType:
     """Import ``module`` (``"torchaudio.functional"``) or raise :class:`MissingExtra` naming the

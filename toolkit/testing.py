@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from toolkit import schema
-from toolkit.components import fields_of, instantiate
+from toolkit.components import KINDS, fields_of, instantiate, nested_kind
 from toolkit.interfaces import Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector
 
 Factory = Callable[..., Any]
@@ -45,7 +45,7 @@ def check_factory_schema(kind: str, factory: Factory) -> dict[str, schema.Field]
     except (TypeError, NameError) as error:
         raise AssertionError(f"{_name(factory)}: its signature is not a recipe schema: {error}") from None
     for field in fields.values():
-        if not field.required and field.default is not None:
+        if not field.required and field.default is not None and nested_kind(field.annotation) is None:
             try:
                 schema.coerce(field.default, field.annotation, field.name)
             except schema.SchemaError as error:
@@ -59,6 +59,7 @@ def check_encoder(factory: Factory, params: dict[str, Any], example: Sequence[An
     deterministically in eval mode, and a second instance loading the ``state_dict`` agrees."""
     check_factory_schema("encoder", factory)
     torch.manual_seed(0)
+    params = _arguments("encoder", factory, params)
     encoder: Encoder = factory(**params).eval()
     assert isinstance(encoder, Encoder), f"{_name(factory)} must return a toolkit.interfaces.Encoder"
     x = encoder.collate()(list(example))
@@ -84,6 +85,7 @@ def check_encoder(factory: Factory, params: dict[str, Any], example: Sequence[An
 def check_projector(factory: Factory, params: dict[str, Any], input_dim: int, n: int = 4) -> Tensor:
     """``(N, input_dim) -> (N, output_dim)`` and the ``state_dict`` round trip."""
     check_factory_schema("projector", factory)
+    params = _arguments("projector", factory, params)
     projector: Projector = factory(input_dim=input_dim, **params).eval()
     h = torch.randn(n, input_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -100,6 +102,7 @@ def check_projector(factory: Factory, params: dict[str, Any], input_dim: int, n:
 def check_augmentation(factory: Factory, params: dict[str, Any], item: Any) -> list[Any]:
     """``n_views`` views per item, reproducible under a seed; a deterministic eval twin."""
     check_factory_schema("augmentation", factory)
+    params = _arguments("augmentation", factory, params)
     augmentation: Augmentation = factory(**params)
     torch.manual_seed(0)
     views = augmentation(item)
@@ -117,6 +120,7 @@ def check_augmentation(factory: Factory, params: dict[str, Any], item: Any) -> l
 def check_datasource(factory: Factory, params: dict[str, Any]) -> DataSource:
     """Items are indexable, labels (if any) are int64 ``(len,)`` below ``num_classes``."""
     check_factory_schema("datasource", factory)
+    params = _arguments("datasource", factory, params)
     source: DataSource = factory(**params)
     assert len(source) > 0, f"{_name(factory)}: the data source is empty"
     source[0], source[len(source) - 1]  # noqa: B018 - both ends must load
@@ -138,8 +142,8 @@ def check_objective(
 ) -> ObjectiveOutput:
     """A finite scalar loss that backpropagates into the encoder; ``after_step`` runs; state the
     objective owns (queues, targets, banks) survives a ``state_dict`` round trip exactly."""
-    fields = check_factory_schema("objective", factory)
-    params = schema.validate(params, fields)
+    check_factory_schema("objective", factory)
+    params = _arguments("objective", factory, params)
     available = dict(encoder=encoder, projector=projector, **injected)
     torch.manual_seed(0)
     objective: Objective = instantiate("objective", factory, params, available)
@@ -216,8 +220,8 @@ def check_objective_distributed(
     Returns the single-process loss and gradients (``encoder.<name>``, ``projector.<name>``,
     ``objective.<name>``; zeros for a parameter the loss does not reach).
     """
-    fields = check_factory_schema("objective", factory)
-    params = schema.validate(params, fields)
+    check_factory_schema("objective", factory)
+    params = _arguments("objective", factory, params)
     n = len(batch)
     assert n % world_size == 0 and n >= world_size, (
         f"{_name(factory)}: a batch of {n} items cannot be split evenly over {world_size} processes")
@@ -359,6 +363,26 @@ def _rows(x: Any, rows: slice, n: int) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(_rows(value, rows, n) for value in x)
     return x
+
+
+def _arguments(kind: str, factory: Factory, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the engine would pass them: validated, defaults filled in, nested component
+    blocks (``frames: resnet18``) built from the installed plugins. Injected values given in
+    ``params`` (a data source's ``device``) pass unchanged."""
+    fields = fields_of(kind, factory)
+    nested = {key: nested_kind(field.annotation) for key, field in fields.items() if nested_kind(field.annotation)}
+    injected = {k: v for k, v in params.items() if k in KINDS[kind].injected}
+    arguments = injected | schema.validate({k: v for k, v in params.items() if k not in nested and k not in injected},
+                                           {k: f for k, f in fields.items() if k not in nested})
+    if nested:
+        from toolkit.plugins import default_plugins
+        from toolkit.recipe import build
+
+        for key, inner_kind in nested.items():
+            value = params.get(key, fields[key].default)
+            arguments[key] = value if isinstance(value, KINDS[inner_kind].interface) else build(
+                default_plugins(), inner_kind, value)
+    return arguments
 
 
 def _equal(a: Any, b: Any) -> bool:

@@ -1,15 +1,14 @@
-"""Video encoders: a 2-D ResNet applied to every frame, and torchvision's R(2+1)D-18 and R3D-18
-clip networks. Every one returns one vector per sample, ``(N, D)``."""
+"""Video encoders: any registered image encoder applied to every frame, and torchvision's
+R(2+1)D-18 and R3D-18 clip networks. Every one returns one vector per sample, ``(N, D)``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
 
-from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18, ResNet34, ResNet50, load_torchvision_weights
 from toolkit.compatibility import Contract, declare
 from toolkit.limits import Positive
 from toolkit.interfaces import Encoder
@@ -21,39 +20,34 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 """The normalisation of torchvision's Kinetics-400 video models."""
 
-_FRAME_RESNETS = {18: ResNet18, 34: ResNet34, 50: ResNet50}
-
 
 @declare(Contract(consumes={"image", "clip"}, produces={"tensor"}))
-class FrameResNet(Encoder):
-    """A 2-D ResNet (He et al. 2016; :class:`selfsup_image.encoders.ResNetEncoder`, with its
-    ``stem``, ``width``, normalisation and ``weights`` options) applied to every frame.
+class FrameEncoder(Encoder):
+    """An image encoder applied to every frame: ``frames`` is a nested encoder block, any
+    registered image encoder (``{name: resnet18, stem: cifar, width: 16}``, or just ``resnet18``),
+    with its own normalisation and ``weights``.
 
-    ``x: (N, C, H, W) -> (N, D)`` for frames; ``x: (N, C, T, H, W) -> (N, D)`` for clips, the mean
-    over time of the per-frame features (all ``N * T`` frames go through one forward pass).
-    ``D = 8 * width * expansion`` (512 for ResNet-18 at width 64).
+    ``x: (N, C, H, W) -> (N, D)`` for frames, ``frames(x)``; ``x: (N, C, T, H, W) -> (N, D)`` for
+    clips, the mean over time of the per-frame features, ``h = 1/T sum_t frames(x[:, :, t])``
+    (the average consensus of Temporal Segment Networks, Wang et al. 2016; all ``N * T`` frames
+    go through one forward pass). ``D`` is the frame encoder's ``output_dim`` (512 for ResNet-18
+    at width 64). The frame encoder's parameters are this encoder's, under ``frames.``.
     """
 
-    def __init__(
-        self,
-        depth: Literal[18, 34, 50] = 18,
-        stem: Literal["imagenet", "cifar"] = "imagenet",
-        width: Positive = 64,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-        weights: Path | None = None,
-    ) -> None:
+    def __init__(self, frames: Encoder = {"name": "resnet18"}) -> None:
         super().__init__()
-        if depth not in _FRAME_RESNETS:
-            raise ValueError(f"encoder.depth must be 18, 34 or 50, got {depth}")
-        self.frames = _FRAME_RESNETS[depth](stem=stem, width=width, mean=mean, std=std, weights=weights)
-        self.output_dim = self.frames.output_dim
+        if frames.output_kind != "vector":
+            raise ValueError(f"encoder.frames must give one vector per frame, but {type(frames).__name__} gives "
+                             f"{frames.output_kind}s; use an image encoder such as resnet18")
+        self.frames = frames
+        self.output_dim = frames.output_dim
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             return self.frames(x)
         if x.dim() != 5:
-            raise ValueError(f"frame-resnet expects frames (N, C, H, W) or clips (N, C, T, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"frame-encoder expects frames (N, C, H, W) or clips (N, C, T, H, W), "
+                             f"got {tuple(x.shape)}")
         n, c, t, h, w = x.shape
         features = self.frames(x.transpose(1, 2).reshape(n * t, c, h, w))
         return features.view(n, t, -1).mean(dim=1)
@@ -84,7 +78,7 @@ class ClipResNet(Encoder):
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
         if weights is not None:
-            load_torchvision_weights(self.net, weights, self.name)
+            _load_weights(self.net, weights, self.name)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[1] != 3:
@@ -155,3 +149,20 @@ def _video_resnet(conv_name: str, stem: Callable[[int], nn.Module], width: int) 
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return net
+
+
+def _load_weights(net: nn.Module, path: Path, name: str) -> None:
+    """Load a torchvision state dict file into ``net`` (its ``fc`` classifier is dropped), with
+    errors that say which file does not match ``name`` and why."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"encoder.weights: {path} does not match this {name}; check its width "
+                         f"({str(error).splitlines()[1].strip()})") from None
+    if missing or unexpected:
+        raise ValueError(f"encoder.weights: {path} does not match this {name} (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); use a torchvision {name} state dict of the same width")

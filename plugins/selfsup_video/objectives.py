@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from selfsup_image.views import embed_views
+from toolkit.views import embed_views
 from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import NonNegativeFloat, Temperature

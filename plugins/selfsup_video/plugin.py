@@ -7,7 +7,7 @@ from toolkit.hookspecs import Register
 
 from selfsup_video.augmentations import TemporalAugmentation
 from selfsup_video.datasources import FrameArrays, FrameFolders, VideoFiles
-from selfsup_video.encoders import FrameResNet, R2Plus1D18, R3D18
+from selfsup_video.encoders import FrameEncoder, R2Plus1D18, R3D18
 from selfsup_video.objectives import TemporalContrast
 from selfsup_video.retrieval import VideoRetrieval
 
@@ -19,7 +19,7 @@ def register_augmentations(register: Register) -> None:
 
 @hookimpl
 def register_encoders(register: Register) -> None:
-    register("frame-resnet", FrameResNet)
+    register("frame-encoder", FrameEncoder)
     register("r2plus1d-18", R2Plus1D18)
     register("r3d-18", R3D18)
 

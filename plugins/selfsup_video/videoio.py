@@ -27,8 +27,8 @@ import numpy as np
 
 from toolkit.extras import require
 
-if TYPE_CHECKING:  # PyAV is imported when a video is read or written, not when the plugin registers
-    av = _av()
+if TYPE_CHECKING:  # PyAV is imported when a video is read or written (_av), not when the plugin registers
+    import av
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}

@@ -1,15 +1,19 @@
-"""The VICReg and Barlow Twins objectives: two views, one embedding each, a loss of the pair."""
+"""The VICReg and Barlow Twins objectives: two views, one embedding each, a loss of the pair.
+
+Both losses are functions of batch statistics (VICReg's per-dimension variance and covariance,
+Barlow Twins' cross-correlation matrix), so under ``torchrun`` they are computed over the global
+batch, not each process's shard: see :func:`pairwise_loss`.
+"""
 
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from toolkit import Batch, Encoder, Objective, ObjectiveOutput, Projector
-from toolkit.interfaces import pool
+from toolkit import Batch, Encoder, Objective, ObjectiveOutput, Projector, embed_views, gather_with_grad
 
 from selfsup_vicreg.losses import barlow_twins_loss, vicreg_loss
 
@@ -18,7 +22,8 @@ PairLoss = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
 
 class VICReg(Objective):
     """VICReg (Bardes, Ponce & LeCun 2022): :func:`selfsup_vicreg.losses.vicreg_loss` of the
-    projections ``z_v = projector(pool(encoder(x_v)))``, ``z_v: (N, D)``, of two views.
+    projections ``z_v = projector(pool(encoder(x_v)))``, ``z_v: (N, D)``, of two views of the
+    global batch (all processes' items under ``torchrun``: :func:`pairwise_loss`).
 
     Paper defaults: ``sim_coeff = std_coeff = 25``, ``cov_coeff = 1``, with a 3-layer expander
     (``projector: {name: mlp, layers: 3, hidden_dim: 8192, output_dim: 8192}`` on ImageNet).
@@ -42,7 +47,8 @@ class VICReg(Objective):
 
 class BarlowTwins(Objective):
     """Barlow Twins (Zbontar et al. 2021): :func:`selfsup_vicreg.losses.barlow_twins_loss` of
-    the projections ``z_v = projector(pool(encoder(x_v)))``, ``z_v: (N, D)``, of two views.
+    the projections ``z_v = projector(pool(encoder(x_v)))``, ``z_v: (N, D)``, of two views of the
+    global batch (all processes' items under ``torchrun``: :func:`pairwise_loss`).
 
     Paper defaults: ``lambda_offdiag = 5e-3`` with a 3-layer projector
     (``projector: {name: mlp, layers: 3, hidden_dim: 8192, output_dim: 8192}`` on ImageNet).
@@ -64,17 +70,28 @@ class BarlowTwins(Objective):
 
 
 def pairwise_loss(batch: Batch, encoder: Encoder, projector: Projector, loss: PairLoss) -> ObjectiveOutput:
-    """``loss`` averaged over every pair of views ``(a, b)``, ``a < b``, with its terms as metrics.
+    """``loss`` averaged over every pair of views ``(a, b)``, ``a < b``, of the global batch, with
+    its terms as metrics.
 
     Two views (both papers) make one pair; more views (``augmentation.n_views``) average over
-    all ``V (V - 1) / 2`` pairs.
+    all ``V (V - 1) / 2`` pairs. Views are encoded with :func:`toolkit.embed_views` (one forward
+    pass per run of same-shape views), ``z: V x (B, D)``.
+
+    Under ``torchrun`` with ``W`` processes of ``B`` items, ``z`` is gathered from every process
+    with :func:`toolkit.gather_with_grad` into ``(V, W*B, D)`` (rows in rank order), so every
+    process computes the same loss ``L`` of the ``N = W*B`` items, exactly the one process's loss
+    of the whole batch; the statistics of a shard alone would give a different loss (a variance
+    of ``B`` rows is not that of ``N``). The gradient is exact too: the gather's backward sums
+    ``dL/dz`` over processes (all equal), so process ``r`` gets ``W dL/dz_r`` for its own rows
+    ``z_r``, and DDP's average over processes, ``1/W sum_r W (dL/dz_r)(dz_r/dtheta)``, is
+    ``dL/dtheta``. On one process the gather is the identity.
     """
     if len(batch.views) < 2:
         raise ValueError(f"this objective compares two views of each item, got {len(batch.views)}; "
                          f"set augmentation.n_views to 2")
-    z = embed_views(batch.views, encoder, projector)
+    z = gather_with_grad(torch.stack(embed_views(batch.views, encoder, projector)), dim=1)  # (V, N, D)
     pairs = list(combinations(range(len(z)), 2))
-    total = torch.zeros((), device=z[0].device)
+    total = torch.zeros((), device=z.device)
     metrics: dict[str, Tensor] = {}
     for a, b in pairs:
         value, terms = loss(z[a], z[b])
@@ -82,18 +99,3 @@ def pairwise_loss(batch: Batch, encoder: Encoder, projector: Projector, loss: Pa
         for key, term in terms.items():
             metrics[key] = metrics.get(key, 0.0) + term.detach() / len(pairs)
     return ObjectiveOutput(total, metrics)
-
-
-def embed_views(views: Sequence[Any], encoder: Encoder, projector: Projector) -> list[Tensor]:
-    """``z_v = projector(pool(encoder(x_v)))`` for every view; ``V`` tensors ``(N, D)``.
-
-    Tensor views of one shape go through the encoder in a single forward pass (as SimCLR's
-    NT-Xent does), so the views share their batch-norm statistics and the encoder runs once;
-    other views (tokenized text dicts, crops of several sizes) are encoded one by one.
-    """
-    def embed(x: Any) -> Tensor:
-        return projector(pool(encoder(x)))
-
-    if all(isinstance(v, Tensor) for v in views) and len({tuple(v.shape) for v in views}) == 1:
-        return list(embed(torch.cat(list(views))).chunk(len(views)))
-    return [embed(v) for v in views]
