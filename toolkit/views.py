@@ -17,13 +17,18 @@ from torch import Tensor
 from toolkit.interfaces import Encoder, Projector, pool
 
 
-def embed_views(views: Sequence[Tensor], encoder: Encoder, projector: Projector) -> list[Tensor]:
-    """``z_v = projector(encoder(x_v))`` for every view ``x_v: (N, C, H, W)``; returns ``V`` tensors ``(N, D)``.
+def embed_views(views: Sequence[Any], encoder: Encoder, projector: Projector) -> list[Tensor]:
+    """``z_v = projector(pool(encoder(x_v)))`` for every view ``x_v`` (``(N, ...)`` tensors, or
+    dicts of token tensors); returns ``V`` tensors ``(N, D)``.
 
-    Consecutive views of one size are concatenated into one forward pass, so two global views
-    share their batch-norm statistics (as in SimCLR) and multi-crop's local views, smaller,
-    go through a second pass (as in SwAV's multi-crop wrapper).
+    Consecutive tensor views of one shape are concatenated into one forward pass, so two global
+    views share their batch-norm statistics (as in SimCLR) and multi-crop's local views, smaller,
+    go through a second pass (as in SwAV's multi-crop wrapper). Token views go through one pass,
+    padded to a common length with the encoder's ``pad_token_id`` (:func:`concat_views`).
     """
+    if isinstance(views[0], dict):
+        batch = concat_views(views, getattr(encoder, "pad_token_id", 0))
+        return list(projector(pool(encoder(batch))).chunk(len(views)))
     return forward_runs(views, lambda x: projector(pool(encoder(x))))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import torch
+
 from toolkit.compatibility import Contract, declare
 from toolkit.distributed import gather_with_grad
 from toolkit.limits import NonNegativeFloat, Temperature
 from toolkit.interfaces import Batch, Encoder, Objective, ObjectiveOutput, Projector
 from toolkit.losses import info_nce
-from toolkit.views import concat_views
+from toolkit.views import embed_views
 
 
 @declare(Contract(consumes={"tensor", "tokens"}, min_views=2, max_views=3))
@@ -45,8 +47,7 @@ class SimCSE(Objective):
         if views not in (2, 3):
             raise ValueError(f"simcse needs 2 views (unsupervised) or 3 (anchor, positive, hard negative), got "
                              f"{views}; set augmentation.n_views")
-        z = projector(encoder(concat_views(batch.views, getattr(encoder, "pad_token_id", 0))))
-        z = gather_with_grad(z.reshape(views, len(batch), -1), dim=1)  # (V, N_global, D)
+        z = gather_with_grad(torch.stack(embed_views(batch.views, encoder, projector)), dim=1)  # (V, N_global, D)
         anchor, positive = z[0], z[1]
         hard = z[2] if views == 3 else None
         loss, accuracy = info_nce(anchor, positive, self.temperature, hard_negatives=hard,
