@@ -1,6 +1,6 @@
 """A whole toy modality as one local plugin: noisy views of clustered vectors.
 
-Used by tests/test_toy_modality.py to show that every component kind can come from a plugin and
+Used by tests/toolkit/test_toy_modality.py to show that every component kind can come from a plugin and
 train through the unchanged engine.
 """
 

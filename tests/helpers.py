@@ -1,7 +1,5 @@
-"""Runs for the reliability tests: a trainer from a recipe, a CLI run, a plugin that signals its own process.
-
-``kill_at`` and ``assert_same_state`` come from ``test_engine`` (shared with the other resume tests).
-"""
+"""What the training tests share: a trainer from a recipe, a simulated kill, state comparison, a CLI
+run, a plugin that signals its own process."""
 
 from __future__ import annotations
 
@@ -10,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_engine import assert_same_state, kill_at  # noqa: F401 (re-exported for the reliability tests)
+import pytest
+import torch
+
+from toolkit import hookimpl
 from toolkit.engine import Trainer
 from toolkit.plugins import Plugins
 from toolkit.recipe import load_and_resolve
@@ -39,3 +40,34 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, cwd=cwd,
                           env=environment, timeout=600)
+
+
+class CrashAt:
+    """A plugin that kills training (raises) when a given step ends."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @hookimpl
+    def on_step_end(self, run, step, metrics):
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {step}")
+
+
+def kill_at(step: int, trainer: Trainer, plugins) -> None:
+    """Run ``trainer`` until ``step`` ends, then kill it (after any checkpoint before that step),
+    releasing its run directory as the end of a killed process does."""
+    crash = CrashAt(step)
+    plugins.manager.register(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    finally:
+        plugins.manager.unregister(crash)
+        trainer.directory.unlock()
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

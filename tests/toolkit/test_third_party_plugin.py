@@ -22,8 +22,8 @@ from toolkit.plugins import discover
 
 pytestmark = pytest.mark.slow
 
-PACKAGE = Path(__file__).parent / "third_party_plugin"
-TINY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+PACKAGE = Path(__file__).resolve().parents[1] / "third_party_plugin"
+TINY_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
 
 Selfsup = Callable[..., "subprocess.CompletedProcess[str]"]
 

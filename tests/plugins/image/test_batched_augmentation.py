@@ -27,7 +27,7 @@ from toolkit.engine import Trainer
 from toolkit.interfaces import Batch, stack_views
 
 from conftest import ROOT
-from test_engine import assert_same_state, kill_at, make_trainer
+from helpers import assert_same_state, kill_at, make_trainer
 
 MINI = ROOT / "data" / "cifar10_mini_jpeg.npz"
 N = 4000

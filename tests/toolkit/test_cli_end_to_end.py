@@ -31,7 +31,7 @@ def selfsup(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    recipe = Path(__file__).resolve().parent.parent / "recipes" / "tiny.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
     result = selfsup("train", str(recipe), "eval.at_start=true", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     return run_dir

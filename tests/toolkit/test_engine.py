@@ -18,43 +18,14 @@ from toolkit.interfaces import ObjectiveOutput
 from toolkit.recipe import load_and_resolve
 from toolkit.rundir import RunDirectoryError
 
+from helpers import assert_same_state, kill_at
+
 FAST = ["eval.evaluators=[]", "trainer.log_every=100"]
 
 
 def make_trainer(tiny_recipe, plugins, run_dir: Path, *overrides: str) -> Trainer:
     recipe = load_and_resolve(tiny_recipe, [*FAST, *overrides], plugins)
     return Trainer.from_recipe(recipe, plugins, run_dir, log=open("/dev/null", "w"))
-
-
-class CrashAt:
-    """A plugin that kills training (raises) when a given step ends."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @hookimpl
-    def on_step_end(self, run, step, metrics):
-        if step == self.step:
-            raise KeyboardInterrupt(f"simulated kill at step {step}")
-
-
-def kill_at(step: int, trainer: Trainer, plugins) -> None:
-    """Run ``trainer`` until ``step`` ends, then kill it (after any checkpoint before that step),
-    releasing its run directory as the end of a killed process does."""
-    crash = CrashAt(step)
-    plugins.manager.register(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            trainer.fit()
-    finally:
-        plugins.manager.unregister(crash)
-        trainer.directory.unlock()
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_resume_after_a_kill_gives_identical_weights(tiny_recipe, plugins, tmp_path):

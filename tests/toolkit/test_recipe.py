@@ -13,7 +13,7 @@ from toolkit import cli
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
 from toolkit.recipe import Recipe, RecipeError, load, load_and_resolve, resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 
 MINIMAL = """\

@@ -27,7 +27,7 @@ from toolkit.recipe import load_and_resolve
 from toolkit.testing import check_augmentation, check_datasource, check_encoder, check_objective
 
 from conftest import RECIPES, SHARED_DATA, needs_shared_data
-from test_engine import assert_same_state, kill_at
+from helpers import assert_same_state, kill_at
 
 TINY_AUDIO = {"channels": 8, "hidden_dim": 8}
 TINY_SERIES = {"channels": 8, "hidden_dim": 8}

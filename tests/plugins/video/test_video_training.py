@@ -26,7 +26,7 @@ from toolkit.projectors import IdentityProjector
 from toolkit.recipe import load_and_resolve
 
 from conftest import RECIPES, needs_shared_data
-from test_engine import assert_same_state, kill_at
+from helpers import assert_same_state, kill_at
 from test_video_plugin import LinearEncoder, write_frame_arrays
 
 TINY = RECIPES / "tiny" / "temporal.yaml"

@@ -15,7 +15,7 @@ from toolkit.engine import CHECKPOINT, Trainer
 from toolkit.recipe import load_and_resolve
 
 from conftest import RECIPES
-from test_engine import assert_same_state, kill_at
+from helpers import assert_same_state, kill_at
 
 TINY = RECIPES / "tiny"
 
