@@ -65,7 +65,7 @@ def main() -> None:
     plugins = default_plugins()
     recipe = load_and_resolve(args.recipe, ["eval.evaluators=[]", *args.overrides], plugins)
     evaluators = {block["name"]: block for block in load_and_resolve(args.recipe, args.overrides, plugins)
-                  .section("eval")["evaluators"]}
+                  .block("eval")["evaluators"]}
     report: dict[str, Any] = {"recipe": recipe.name, "overrides": args.overrides}
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer.from_recipe(recipe, plugins, Path(out) / "run", log=open("/dev/null", "w"))
@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def _quality(trainer: Trainer, out: Path, evaluators: dict[str, dict[str, Any]], pixel_size: int) -> dict[str, Any]:
-    sources = {role: build(trainer.plugins, "datasource", {**trainer.recipe.section("data"),
+    sources = {role: build(trainer.plugins, "datasource", {**trainer.recipe.block("data"),
                                                            **getattr(trainer.eval_config, f"{role}_data")})
                for role in ("train", "test")}
     features = {"random_init": _embed(trainer, sources)}
