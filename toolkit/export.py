@@ -98,6 +98,9 @@ def _check_shapes(plugins: Plugins, metadata: dict[str, Any], weights: Path) -> 
     try:
         with torch.device("meta"):
             skeleton = encoder.build()
+    except RecipeError as error:  # the factory refuses the parameters the export describes
+        raise DataError(f"{Path(weights).parent / METADATA}: the encoder it describes cannot be built: "
+                        f"{error}") from None
     except Exception:  # an encoder that reads files while built (a Hugging Face model): load_model checks it
         return
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}

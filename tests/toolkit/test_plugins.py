@@ -476,7 +476,7 @@ def test_plugins_command_lists_components_and_hooks_by_kind(
     main(["plugins", "--all"])
 
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert ["encoders:", "resnet18,", "resnet34,", "resnet50"] in lines
+    assert ["encoders:", "resnet18,", "resnet34,", "resnet50,", "timm"] in lines
     assert ["evaluators:", "knn,", "linear-probe"] in lines
     assert ["optimizers:", "sgd,", "adamw,", "lars"] in lines
     assert ["hooks:", "register_evaluators,", "register_optimizers,", "register_projectors"] in lines
@@ -503,7 +503,7 @@ def test_plugins_json_lists_name_version_and_components(
     assert listing["core"]["version"] == TOOLKIT_VERSION
     assert listing["core"]["components"] == {"projector": ["identity", "mlp"], "evaluator": ["knn", "linear-probe"],
                                              "optimizer": ["sgd", "adamw", "lars"]}
-    assert listing["image"]["components"]["encoder"] == ["resnet18", "resnet34", "resnet50"]
+    assert listing["image"]["components"]["encoder"] == ["resnet18", "resnet34", "resnet50", "timm"]
     assert listing["image"]["components"]["objective"][0] == "nt-xent"
 
 

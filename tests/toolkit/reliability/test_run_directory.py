@@ -126,7 +126,7 @@ def test_a_corrupt_image_read_by_a_loader_worker_gives_the_same_message_as_in_pr
     assert messages[0].startswith(f"error: {tmp_path / 'photos' / 'dogs' / '2.png'}: cannot decode this image")
 
 
-def test_a_factory_error_names_the_section_component_and_plugin(tmp_path: Path) -> None:
+def test_a_factory_bug_shows_its_traceback_naming_the_component_and_plugin(tmp_path: Path) -> None:
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "broken.py").write_text(
         "from toolkit import hookimpl\nfrom selfsup_image.augmentations import SimCLRAugmentation\n\n"
@@ -134,6 +134,6 @@ def test_a_factory_error_names_the_section_component_and_plugin(tmp_path: Path) 
         "@hookimpl\ndef register_augmentations(register):\n    register('broken', broken)\n")
     result = run_cli("train", str(TINY), "augmentation={name: broken}", "--run-dir", str(tmp_path / "run"),
                      "--plugins-dir", str(tmp_path / "plugins"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert ("error: augmentation: augmentation 'broken' (plugin 'local:broken') failed to build: KeyError: "
-            "'missing'") in result.stderr
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-2:] == ["KeyError: 'missing'", "while building augmentation 'broken' "
+                                                        "of plugin 'local:broken'"]
