@@ -25,6 +25,7 @@ _PUBLIC = {
     "toolkit.distributed": ("all_gather", "broadcast_from_main", "gather_with_grad"),
     "toolkit.losses": ("info_nce", "negative_cosine", "normalized_mse", "nt_xent", "supervised_nt_xent"),
     "toolkit.data": ("seeded_uniforms",),
+    "toolkit.weights": ("load_weights", "read_state_dict"),
     "toolkit.export": ("load_encoder", "load_eval_transform"),
 }
 _EXPORTS = {name: module for module, names in _PUBLIC.items() for name in names}
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from toolkit.distributed import all_gather, broadcast_from_main, gather_with_grad  # noqa: F401
     from toolkit.losses import info_nce, negative_cosine, normalized_mse, nt_xent, supervised_nt_xent  # noqa: F401
     from toolkit.data import seeded_uniforms  # noqa: F401
+    from toolkit.weights import load_weights, read_state_dict  # noqa: F401
     from toolkit.export import load_encoder, load_eval_transform  # noqa: F401
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from toolkit.compatibility import Contract, declare
 from toolkit.limits import Positive
+from toolkit.weights import load_weights, read_state_dict
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
@@ -60,7 +61,9 @@ class ResNetEncoder(Encoder):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         if weights is not None:
-            load_torchvision_weights(self.net, weights, "ResNet")
+            state = read_state_dict(weights, "a torchvision ResNet state dict")
+            load_weights(self.net, state, weights, "ResNet", drop=("fc.",),
+                         hint="use a torchvision ResNet state dict of the same depth, width and stem")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net((x - self.mean) / self.std)
@@ -96,21 +99,3 @@ def _rebuild(net: ResNet, block: type, layers: list[int], width: int, stem: str,
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
-
-def load_torchvision_weights(net: nn.Module, path: Path, name: str) -> None:
-    """Load a torchvision state dict file into ``net`` (its ``fc`` classifier is dropped), with
-    errors that say which file does not match ``name`` and why."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"encoder.weights: {path} does not match this {name}; check depth, width and stem "
-                         f"({str(error).splitlines()[1].strip()})") from None
-    if missing or unexpected:
-        raise ValueError(f"encoder.weights: {path} does not match this {name} (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); use a torchvision {name} state dict of the same "
-                         f"depth, width and stem")

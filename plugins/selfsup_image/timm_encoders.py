@@ -17,6 +17,7 @@ from toolkit.errors import RecipeError
 from toolkit.extras import require
 from toolkit.interfaces import Encoder
 from toolkit.limits import Positive
+from toolkit.weights import load_weights, read_state_dict
 
 from selfsup_image.encoders import IMAGENET_MEAN, IMAGENET_STD
 
@@ -231,26 +232,11 @@ def unknown_model(model: str) -> str:
 def load_timm_weights(model: nn.Module, path: Path) -> None:
     """Load the state dict in ``path`` into the timm ``model`` strictly (its classifier aside),
     after timm's checkpoint filter for the architecture, with errors naming ``encoder.weights``."""
-    from timm.models import load_state_dict
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a timm state dict: .safetensors, .pth)")
-    try:
-        state = load_state_dict(str(path))
-    except Exception as error:  # safetensors and torch.load raise their own errors on damaged files
-        raise OSError(f"encoder.weights: {path} is not a readable state dict ({error})") from None
+    state = read_state_dict(path, "a timm state dict: .safetensors, .pth")
     convert = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
     if convert is not None:
         state = convert(state, model)
     classifiers = model.pretrained_cfg.get("classifier") or ()
     classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
-    state = {key: value for key, value in state.items() if not key.startswith(tuple(f"{c}." for c in classifiers))}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"encoder.weights: {path} does not fit this model; check encoder.model and "
-                         f"encoder.options ({str(error).splitlines()[-1].strip()})") from None
-    if missing or unexpected:
-        raise ValueError(f"encoder.weights: {path} does not fit this model (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}); use a state dict of the same timm architecture")
+    load_weights(model, state, path, "model", drop=tuple(f"{c}." for c in classifiers),
+                 hint="check encoder.model and encoder.options: use a state dict of the same timm architecture")

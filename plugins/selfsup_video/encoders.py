@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from toolkit.compatibility import Contract, declare
 from toolkit.limits import Positive
+from toolkit.weights import load_weights, read_state_dict
 from toolkit.interfaces import Encoder
 
 if TYPE_CHECKING:  # torchvision is imported when an encoder is built, not when the plugin registers
@@ -78,7 +79,9 @@ class ClipResNet(Encoder):
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
         if weights is not None:
-            _load_weights(self.net, weights, self.name)
+            state = read_state_dict(weights, f"a torchvision {self.name} state dict")
+            load_weights(self.net, state, weights, self.name, drop=("fc.",),
+                         hint=f"use a torchvision {self.name} state dict of the same width")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[1] != 3:
@@ -149,20 +152,3 @@ def _video_resnet(conv_name: str, stem: Callable[[int], nn.Module], width: int) 
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return net
-
-
-def _load_weights(net: nn.Module, path: Path, name: str) -> None:
-    """Load a torchvision state dict file into ``net`` (its ``fc`` classifier is dropped), with
-    errors that say which file does not match ``name`` and why."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"encoder.weights: {path} does not exist (a torchvision {name} state dict file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"encoder.weights: {path} does not match this {name}; check its width "
-                         f"({str(error).splitlines()[1].strip()})") from None
-    if missing or unexpected:
-        raise ValueError(f"encoder.weights: {path} does not match this {name} (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); use a torchvision {name} state dict of the same width")

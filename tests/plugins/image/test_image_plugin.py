@@ -74,7 +74,7 @@ def test_resnet_loads_local_torchvision_weights(tmp_path):
 
 def test_resnet_rejects_weights_of_another_shape(tmp_path):
     torch.save(ResNet18(width=8).net.state_dict(), tmp_path / "small.pth")
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="small.pth does not fit this ResNet; use a torchvision ResNet state dict of the same depth"):
         ResNet18(weights=tmp_path / "small.pth")
 
 

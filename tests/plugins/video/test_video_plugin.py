@@ -438,7 +438,7 @@ def test_clip_encoder_loads_a_local_state_dict_and_refuses_another_width(tmp_pat
     clip = torch.rand(1, 3, 4, 16, 16)
     with torch.no_grad():
         assert torch.equal(source(clip), loaded(clip))
-    with pytest.raises(ValueError, match="does not match this r2plus1d-18"):
+    with pytest.raises(ValueError, match="does not fit this r2plus1d-18"):
         R2Plus1D18(width=8, weights=tmp_path / "r2plus1d.pth")
 
 
