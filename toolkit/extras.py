@@ -19,6 +19,10 @@ EXTRAS: dict[str, str] = {
     "soundfile": "audio",
     "av": "video",
     "timm": "vit",
+    "matplotlib": "report",
+    "sklearn": "report",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
 }
 """The extra that installs each optional library."""
 
