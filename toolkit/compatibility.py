@@ -36,6 +36,7 @@ TAGS: dict[str, str] = {
     "tensor": "tensor batches",
     "tokens": "token dicts (tokenized text)",
     "cpc": "a CPC encoder (encode and context)",
+    "pairs": "paired items of two modalities (image-text)",
     "patches": "a patch-token encoder (a Vision Transformer: patch_tokens and encode_tokens)",
 }
 __doc__ += "".join(f"\n- ``{tag}``: {meaning}" for tag, meaning in TAGS.items())
