@@ -1,4 +1,5 @@
-"""SimCLR, MoCo and BYOL on all of CIFAR-10 with the data and the augmentation on the GPU.
+"""SimCLR, MoCo and BYOL (and with ``--methods``, DINO, SwAV, MoCo v3, MAE) on all of CIFAR-10 with the
+data and the augmentation on the GPU.
 
 Each method's published recipe (``recipes/<method>-cifar10.yaml``: full-width ResNet-18 with the
 CIFAR stem, the method's heads and optimizer) is trained through the engine with the GPU fast
@@ -123,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=["simclr", "moco", "byol"],
-                        choices=["simclr", "moco", "byol"])
+                        choices=["simclr", "moco", "byol", "dino", "swav", "mocov3", "mae"])
     parser.add_argument("--limit", type=int, default=None, help="train and test on the first N images of each split")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a smoke test")
     parser.add_argument("--log-every", type=int, default=50)
