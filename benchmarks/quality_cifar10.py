@@ -2,7 +2,8 @@
 
 Each method's CIFAR-10 recipe (``recipes/<method>-cifar10.yaml``, the published settings) is
 trained through the engine for a fixed short budget, set by overrides: a narrow ResNet-18
-(``--width``), ``--epochs`` over a fixed class-balanced subset of ``--train-limit`` training
+(``--width``) or, for the recipes on the ``timm`` encoder, a narrow and shallow ViT (``--vit-dim``,
+``--vit-depth``, ``--vit-heads``; MAE's decoder shrinks with it), ``--epochs`` over a fixed class-balanced subset of ``--train-limit`` training
 images, batch ``--batch-size`` with the recipe's learning rate scaled linearly to it, and a
 short linear warmup. The encoder is evaluated before training (random init, ``eval.at_start``)
 and after it: weighted cosine kNN (k = 200, temperature 0.1) with the training subset as the
@@ -33,7 +34,8 @@ from toolkit.recipe import load_and_resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {name: ROOT / "recipes" / f"{name}-cifar10.yaml"
-           for name in ("simclr", "moco", "byol", "simsiam", "supcon", "instdisc")}
+           for name in ("simclr", "moco", "byol", "simsiam", "supcon", "instdisc", "dino", "swav", "mocov3", "mae",
+                        "dino-vit")}
 EVALUATORS = "[{name: knn, k: 200, temperature: 0.1}, {name: linear-probe}]"
 
 
@@ -42,8 +44,16 @@ def budget_overrides(recipe_path: Path, args: argparse.Namespace) -> list[str]:
     plugins = default_plugins()
     recipe = load_and_resolve(recipe_path, [], plugins)
     lr = recipe.block("optimizer")["lr"] * args.batch_size / recipe.block("trainer")["batch_size"]
+    if recipe.block("encoder")["name"] == "timm":  # a narrow, shallow ViT instead of a narrow ResNet
+        vit = {"embed_dim": args.vit_dim, "depth": args.vit_depth, "num_heads": args.vit_heads}
+        encoder = [f"encoder.options.{key}={value}" for key, value in vit.items()]
+        if recipe.block("objective")["name"] == "mae":  # MAE's decoder shrinks with the encoder
+            encoder += [f"objective.decoder_dim={args.vit_dim}", "objective.decoder_depth=1",
+                        f"objective.decoder_heads={args.vit_heads}"]
+    else:
+        encoder = [f"encoder.width={args.width}"]
     return [
-        f"encoder.width={args.width}",
+        *encoder,
         f"data.limit={args.train_limit}",
         f"trainer.batch_size={args.batch_size}",
         f"optimizer.lr={lr:.6g}",
@@ -85,6 +95,9 @@ def main() -> None:
     parser.add_argument("--method", action="append", choices=sorted(METHODS),
                         help="a method to run (repeatable); default: all")
     parser.add_argument("--width", type=int, default=8, help="ResNet-18 first-stage channels (64 in the papers)")
+    parser.add_argument("--vit-dim", type=int, default=64, help="ViT width for the timm recipes (384 in ViT-S)")
+    parser.add_argument("--vit-depth", type=int, default=4, help="ViT blocks for the timm recipes (12 in ViT-S)")
+    parser.add_argument("--vit-heads", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-limit", type=int, default=10000)
     parser.add_argument("--test-limit", type=int, default=2000)
@@ -101,7 +114,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "quality_cifar10",
         "data": "shared/data/cifar10/cifar10_jpeg.npz",
-        "budget": {"width": args.width, "epochs": args.epochs, "train_images": args.train_limit,
+        "budget": {"width": args.width, "vit": [args.vit_dim, args.vit_depth, args.vit_heads], "epochs": args.epochs, "train_images": args.train_limit,
                    "test_images": args.test_limit, "batch_size": args.batch_size},
         "torch_threads": torch.get_num_threads(),
         "methods": results,

@@ -1,5 +1,5 @@
 """What the training tests share: a trainer from a recipe, a simulated kill, state comparison, a CLI
-run, a plugin that signals its own process."""
+run, a plugin that signals its own process, a tiny BERT."""
 
 from __future__ import annotations
 
@@ -71,3 +71,25 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def tiny_bert(folder: Path, sentences: list[str]) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level tokenizer of ``sentences``, saved in
+    ``folder`` (a model for the ``hf-transformer`` encoder that reaches no hub)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(sentences, trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                                      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    wrapped.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -1,7 +1,9 @@
 """selfsup: plugin-based, multimodal self-supervised representation learning.
 
-The public API: the component interfaces and plugin markers, the building blocks plugins share,
-the errors, and loading exported encoders.
+The public API: training, evaluating, embedding and reporting from Python (``toolkit.train``,
+``toolkit.evaluate``, ``toolkit.embed``, ``toolkit.report``: what the ``selfsup`` commands do);
+the component interfaces and plugin markers, the building blocks plugins share, the errors, and
+loading exported encoders.
 Attributes are imported on first use (PEP 562), so ``import toolkit`` and ``selfsup --help``
 do not import torch.
 """
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "toolkit.api": ("Run", "embed", "evaluate", "report", "train"),
+    "toolkit.embedding": ("Embeddings",),
     "toolkit.interfaces": ("Augmentation", "Batch", "DataSource", "Encoder", "EvalContext", "Evaluator",
                            "NotEvaluable", "Objective", "ObjectiveOutput", "Projector", "RunContext", "pool"),
     "toolkit.hookspecs": ("Register", "hookimpl", "hookspec"),
@@ -29,13 +33,16 @@ _PUBLIC = {
     "toolkit.export": ("load_encoder", "load_eval_transform"),
 }
 _EXPORTS = {name: module for module, names in _PUBLIC.items() for name in names}
-"""What plugin authors and users import from ``toolkit``: the interfaces and hook markers, the
+"""What plugin authors and users import from ``toolkit``: the Python API (train, evaluate, embed,
+report and the :class:`~toolkit.api.Run` they describe), the interfaces and hook markers, the
 building blocks methods share (multi-view encoding, EMA targets, queues and memory banks, gathers
 across processes, losses), the errors, and loading exported encoders (``docs/plugins.md``)."""
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from toolkit.api import Run, embed, evaluate, report, train  # noqa: F401
+    from toolkit.embedding import Embeddings  # noqa: F401
     from toolkit.interfaces import (Augmentation, Batch, DataSource, Encoder, EvalContext,  # noqa: F401
                                     Evaluator, NotEvaluable, Objective, ObjectiveOutput, Projector, RunContext, pool)
     from toolkit.hookspecs import Register, hookimpl, hookspec  # noqa: F401

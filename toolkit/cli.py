@@ -1,4 +1,4 @@
-"""The ``selfsup`` command line: plugins, recipes, train, eval, export."""
+"""The ``selfsup`` command line: plugins, recipes, train, eval, export, report, embed, data pack."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ if TYPE_CHECKING:  # the commands import what they use, so that `selfsup --help`
     from toolkit.plugins import Plugins
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-DEFAULT_EVALUATORS = ["eval.evaluators=[{name: knn}, {name: linear-probe}]"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--trust-plugins", action="store_true",
                        help="with --resume: load the local plugin files the run's recipe lists (they run code)")
     train.add_argument("--run-dir", type=Path, help="where to write the run (default trainer.output_dir or runs/NAME)")
+    train.add_argument("--no-report", action="store_true",
+                       help="do not write RUN_DIR/report/ at the end (as the recipe setting trainer.report: false)")
     launch = train.add_argument_group("distributed (runs torchrun; see docs/distributed.md)")
     launch.add_argument("--nproc", type=int, default=1, metavar="N", help="processes per node (GPUs, or CPU workers)")
     launch.add_argument("--nnodes", default="1", help="number of nodes, or MIN:MAX")
@@ -98,6 +98,55 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--trust-plugins", action="store_true",
                         help="load the local plugin files the run's recipe lists (they run code)")
     export.set_defaults(handler=_export)
+
+    report = commands.add_parser("report", parents=[local],
+                                 help="write a run's report: curves, embedding map, neighbours (HTML + PNG)")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
+    report.add_argument("--max-points", type=int, default=2000, metavar="N",
+                        help="test items on the 2-D map (default 2000: seconds of t-SNE)")
+    report.add_argument("--trust-plugins", action="store_true",
+                        help="load the local plugin files the run's recipe lists (they run code)")
+    report.set_defaults(handler=_report)
+
+    embed = commands.add_parser("embed", parents=[local],
+                                help="embed a folder of files, a text file, a table column or an npz")
+    embed.add_argument("model", type=Path, metavar="RUN_DIR|ENCODER_DIR")
+    embed.add_argument("input", type=Path, metavar="INPUT")
+    embed.add_argument("--out", type=Path, required=True, help="FILE.npy (vectors), .npz or .parquet (ids, labels, "
+                                                                "vectors)")
+    embed.add_argument("--split", help="the split to embed of a layout that has several (train, test)")
+    embed.add_argument("--column", help="the text column of a table (.csv, .tsv, .jsonl, .parquet)")
+    embed.add_argument("--source", metavar="NAME", help="read INPUT with this data source instead of the default")
+    embed.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                       help="a parameter of the data source, e.g. --data limit=1000 (repeatable)")
+    embed.add_argument("--batch-size", type=int, default=256)
+    embed.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    embed.add_argument("--skip-bad", action="store_true",
+                       help="leave out unreadable files (each is named) instead of stopping at the first")
+    embed.set_defaults(handler=_embed)
+
+    data = commands.add_parser("data", help="prepare data: pack any data source as tar shards")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    pack = data_commands.add_parser("pack", parents=[local], help="write a data source as WebDataset tar shards with "
+                                                                  "an index.json (read by the webdataset source)")
+    pack.add_argument("source", metavar="SOURCE", help="a recipe file (its data block) or an inline block such as "
+                                                       "'{name: fsdd, path: fsdd.npz}'")
+    pack.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    pack.add_argument("overrides", nargs="*", metavar="key=value",
+                      help="settings of a recipe file, e.g. data.limit=100")
+    pack.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
+    pack.add_argument("--split", action="append", default=[], metavar="NAME",
+                      help="pack this split into OUT_DIR/NAME/ (repeatable: --split train --split test); default: "
+                           "the block's own split, into OUT_DIR")
+    pack.add_argument("--image-format", choices=["png", "jpg"], default="png",
+                      help="png (lossless, default) or jpg (quality 95, smaller)")
+    pack.add_argument("--sample-rate", type=int, metavar="HZ",
+                      help="resample audio to HZ (default: as the source gives it)")
+    pack.add_argument("--no-shuffle", action="store_true",
+                      help="keep the source's order in the shards (default: a fixed random order: shards mix "
+                           "classes)")
+    pack.set_defaults(handler=_data_pack)
     return parser
 
 
@@ -208,6 +257,10 @@ def _train(args: argparse.Namespace) -> int:
     trainer.close()  # after success only: a failed process must not wait for the others
     if trainer.is_main:
         print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=sys.stderr)
+        if trainer.config.report and not args.no_report:
+            from toolkit.api import write_after_training
+
+            write_after_training(trainer, sys.stderr)
     return 0
 
 
@@ -233,16 +286,45 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, args.overrides, _loaded(args), args.trust_plugins)
+    from toolkit.api import trainer_for
+
+    trainer = trainer_for(args.run_dir, args.overrides, _loaded(args), args.trust_plugins, sys.stderr)
     metrics = trainer.evaluate(tag="eval_standalone")
     print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    trainer = _trainer_for(args.run_dir, (), _loaded(args), args.trust_plugins)
+    from toolkit.api import trainer_for
+
+    trainer = trainer_for(args.run_dir, (), _loaded(args), args.trust_plugins, sys.stderr)
     out = trainer.export(args.out or args.run_dir / "encoder")
     print(f"exported the encoder of {args.run_dir} (step {trainer.step}) to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from toolkit.reporting import write_report
+
+    page = write_report(args.run_dir, _loaded(args), args.out, args.trust_plugins, max_points=args.max_points)
+    print(page)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from toolkit.embedding import embed
+
+    embed(args.model, args.input, args.out, split=args.split, column=args.column, source=args.source,
+          data=args.data, batch_size=args.batch_size, device=args.device, skip_bad=args.skip_bad,
+          plugins=_loaded(args))
+    return 0
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from toolkit.shards import pack
+
+    pack(args.source, args.out_dir, _loaded(args), args.overrides, args.split, args.shard_size, args.image_format,
+         args.sample_rate, not args.no_shuffle)
     return 0
 
 
@@ -254,18 +336,3 @@ def _loaded(args: argparse.Namespace) -> Plugins:
     plugins.add_local(args.plugins_dir)
     return plugins
 
-
-def _trainer_for(run_dir: Path, overrides: Sequence[str], plugins: Plugins, trust_plugins: bool) -> Trainer:
-    """A trainer holding the run's last checkpoint, for evaluation or export."""
-    from toolkit import checkpoint
-    from toolkit.engine import CHECKPOINT, Trainer
-    from toolkit.recipe import load, resolve
-
-    recipe = resolve(load(run_dir / "recipe.yaml", overrides), plugins, trust_plugins)
-    if not recipe.block("eval")["evaluators"]:
-        # the run had no evaluators, so it trained on every item: no held-out split is unseen
-        defaults = [*DEFAULT_EVALUATORS, "eval.holdout_fraction=0.0"]
-        recipe = resolve(load(run_dir / "recipe.yaml", [*defaults, *overrides]), plugins, trust_plugins)
-    trainer = Trainer(recipe, plugins, run_dir)
-    trainer.load_state(checkpoint.load(run_dir / CHECKPOINT))
-    return trainer

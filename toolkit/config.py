@@ -35,7 +35,8 @@ class TrainerConfig:
     the model and every 4-D input in the NHWC layout that convolutions on tensor cores prefer;
     ``compile`` compiles the encoder's forward with :func:`torch.compile` (its state dict, hence
     checkpoints and exports, is unchanged). Both are for CUDA; ``benchmarks/README.md`` has
-    their measured effect.
+    their measured effect. ``report`` writes ``RUN_DIR/report/`` (:mod:`toolkit.reporting`) when
+    ``selfsup train`` or ``toolkit.train`` finishes (``selfsup train --no-report`` also turns it off).
     """
 
     batch_size: Positive = 256
@@ -54,6 +55,7 @@ class TrainerConfig:
     find_unused_parameters: bool = False
     channels_last: bool = False
     compile: bool = False
+    report: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size % self.accumulate_grad_batches:

@@ -11,6 +11,12 @@ draws from the same keys (:func:`seeded_uniforms`).
 A source that holds its items as one tensor (``DataSource.device``) paired with a batched
 augmentation is batched with one indexing operation per micro-batch; held on an accelerator, its
 batches are made in the main process, with no loader workers and no host-to-device copy.
+
+A source may choose each epoch's order itself (:meth:`DataSource.order`): data in shards reads
+nearly in sequence with :func:`shard_order`, and keeps the exact resume, micro-batching and
+process split above, which only ever see positions. An item a source reports as
+:class:`UnreadableItem` is replaced by a readable one a whole batch further on in the order
+(:meth:`ViewBatches.item`), and named in the batch's ``skipped`` reports.
 """
 
 from __future__ import annotations
@@ -65,9 +71,18 @@ class BatchPlan:
         """Items per forward pass on one process."""
         return self.batch_size // (self.micro_batches * self.world_size)
 
-    def order(self, epoch: int) -> torch.Tensor:
+    def order(self, epoch: int, source: DataSource | None = None) -> torch.Tensor:
+        """The permutation ``(dataset_size,)`` int64 of epoch ``epoch``: the one ``source`` chooses
+        (:meth:`DataSource.order`) from a generator seeded by the run's seed and the epoch, or a
+        uniformly random one drawn from that generator."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.dataset_size, generator=generator)
+        chosen = source.order(generator) if source is not None else None
+        if chosen is None:
+            return torch.randperm(self.dataset_size, generator=generator)
+        if chosen.shape != (self.dataset_size,) or chosen.dtype != torch.int64:
+            raise ValueError(f"{type(source).__name__}.order gave {chosen.dtype} {tuple(chosen.shape)}; a data "
+                             f"source's order must be a permutation of its {self.dataset_size} indices, int64")
+        return chosen
 
     def positions(self, step: int, micro: int) -> range:
         """Positions within the epoch's order covered by this process's micro-batch ``micro``."""
@@ -109,18 +124,61 @@ class ViewBatches(Dataset):
             labels = self.source.labels
             return Batch(views=list(views), index=indices.clone(), labels=labels[indices] if labels is not None else None,
                          seeds=torch.tensor(seeds))
-        item_views = []
+        item_views, used, skipped = [], [], []
         with torch.random.fork_rng(devices=[]):
-            for seed, index in zip(seeds, indices.tolist()):
+            for seed, position, index in zip(seeds, positions, indices.tolist()):
                 # the CPU generator only: torch.manual_seed also reseeds CUDA, 50x slower per item
                 torch.default_generator.manual_seed(seed)
-                item_views.append(self.augmentation(self.source[index]))
-        return collate_views(item_views, indices, self.source.labels, self.collate, torch.tensor(seeds))
+                item, index, report = self.item(order, position, index)
+                item_views.append(self.augmentation(item))
+                used.append(index)
+                if report is not None:
+                    skipped.append(report)
+        batch = collate_views(item_views, torch.tensor(used, dtype=torch.int64), self.source.labels, self.collate,
+                              torch.tensor(seeds))
+        batch.skipped = skipped
+        return batch
+
+    def item(self, order: torch.Tensor, position: int, index: int) -> tuple[Any, int, str | None]:
+        """``(item, index, None)`` for the item ``index`` at ``position`` of the epoch's ``order``.
+
+        When the source reports it as :class:`UnreadableItem`, the first readable item at
+        ``position + k * batch_size`` (``k = 1, 2, ...``) takes its place: ``(item, its index,
+        the report)``. Replacing, not dropping, keeps every micro-batch at its planned size (equal
+        slices for the processes' gathers, queues sized in batches); the replacement lies outside
+        the step's batch (with two batches of data or more), so no batch holds an item twice, and
+        it depends only on the order, so every worker, process and resume picks the same one. An unreadable replacement is passed
+        over silently: it is reported at its own position."""
+        try:
+            return self.source[index], index, None
+        except UnreadableItem as error:
+            report = str(error)
+        for k in range(1, REPLACEMENT_TRIES + 1):
+            candidate = int(order[(position + k * self.plan.batch_size) % len(order)])
+            try:
+                return self.source[candidate], candidate, report
+            except UnreadableItem:
+                continue
+        raise DataError(f"{report}; the {REPLACEMENT_TRIES} items tried in its place could not be read either: the "
+                        f"data is mostly unreadable, check it (or re-create it) before training")
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._orders:
-            self._orders = {epoch: self.plan.order(epoch)}
+            self._orders = {epoch: self.plan.order(epoch, self.source)}
         return self._orders[epoch]
+
+
+REPLACEMENT_TRIES = 16
+"""How far :meth:`ViewBatches.item` looks for a readable item before the run stops."""
+
+
+class UnreadableItem(DataError):
+    """An item that cannot be read (a corrupt image, truncated audio) and that the recipe lets the
+    run skip (``data.on_error: skip``); the message names it (file, shard, key) and why.
+
+    A data source raises it only when its recipe allows skipping, a plain :class:`DataError`
+    otherwise. Training replaces the item (:meth:`ViewBatches.item`), reports it and counts it
+    in the ``data_errors`` metric."""
 
 
 @dataclass
@@ -182,6 +240,29 @@ def collate_views(
     views = [collate([views[v] for views in item_views]) for v in range(n_views)]
     return Batch(views=views, index=indices.clone(), labels=labels[indices] if labels is not None else None,
                  seeds=seeds)
+
+
+def shard_order(counts: Sequence[int] | torch.Tensor, generator: torch.Generator, window: int) -> torch.Tensor:
+    """A permutation ``(sum(counts),)`` int64 of items stored in shards, that reads them nearly in
+    sequence: shard ``s`` holds the consecutive indices ``sum(counts[:s]) .. sum(counts[:s + 1]) - 1``;
+    the shards come in a seeded random order, and the items of each run of ``window`` consecutive
+    positions are shuffled among themselves (a seeded shuffle buffer; ``window <= 1`` keeps each
+    shard's own order, ``window >= sum(counts)`` shuffles everything).
+
+    A batch then reads from the one or two shards its window spans, so a data-loader worker opens
+    few files per batch and reads each mostly forward. What :meth:`DataSource.order` returns.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.int64)
+    starts = torch.cumsum(counts, 0) - counts
+    shards = torch.randperm(len(counts), generator=generator)
+    counts, starts = counts[shards], starts[shards]
+    total = int(counts.sum())
+    first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)  # position of each item's shard block
+    order = torch.repeat_interleave(starts, counts) + torch.arange(total) - first
+    if window > 1 and total > 1:
+        keys = (torch.arange(total) // window).double() + torch.rand(total, generator=generator, dtype=torch.float64)
+        order = order[torch.argsort(keys)]
+    return order
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:

@@ -20,6 +20,7 @@ import contextlib
 import gc
 import math
 import os
+import platform
 import random
 import signal
 import sys
@@ -40,6 +41,7 @@ from toolkit.export import export_encoder
 from toolkit.interfaces import (Augmentation, Batch, DataSource, Encoder, Objective, ObjectiveOutput, Projector,
                                  RunContext)
 from toolkit.optim import parameter_groups, warmup_cosine
+from toolkit.progress import Progress, duration
 from toolkit.plugins import Plugins
 from toolkit.recipe import Recipe, load, resolve
 from toolkit.rundir import RECIPE, RunDirectory, RunDirectoryError
@@ -48,8 +50,8 @@ from toolkit.sync_batchnorm import convert_sync_batchnorm
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
 RESUMABLE = ("optimizer.lr", "trainer.clip_grad_norm", "trainer.precision", "schedule.epochs", "schedule.max_steps",
-             "trainer.log_every", "trainer.checkpoint_every", "trainer.num_workers", "eval.every_steps",
-             "eval.every_epochs")
+             "trainer.log_every", "trainer.checkpoint_every", "trainer.num_workers", "trainer.report",
+             "eval.every_steps", "eval.every_epochs")
 """Recipe keys that may change when a run is resumed (``selfsup train --resume RUN key=value``)."""
 
 
@@ -131,6 +133,7 @@ class Trainer:
         self.best: dict[str, float] = {}  # {"value", "step"} of the eval.select_best metric
         self.checkpoint_step: int | None = None  # the step of the last checkpoint written or restored
         self.stop_signal: int | None = None  # set by request_stop
+        self.progress: Progress | None = None  # the bar (or plain lines) of fit()
         self.run = RunContext(recipe.values, self.run_dir, self.device, self.model.encoder, self.model.projector,
                               self.model.objective, self.optimizer, self.total_steps)
         torch.manual_seed(self.config.seed + distributed.rank())  # distinct dropout masks per process
@@ -150,7 +153,8 @@ class Trainer:
         if distributed.is_main():
             directory.write_recipe(recipe.to_yaml())
             directory.truncate_metrics(0, 0)
-            directory.record("start", step=0, recipe=recipe.name)
+            directory.record("start", step=0, recipe=recipe.name,
+                             machine=machine_info(recipe.block("trainer")["device"]))
         distributed.barrier()
         return cls(recipe, plugins, run_dir, directory=directory, **kwargs)
 
@@ -183,7 +187,8 @@ class Trainer:
             if changed or (state is None and overrides):
                 directory.write_recipe(recipe.to_yaml())
             directory.record("resume" if state else "start", step=trainer.step,
-                             changed={key: list(values) for key, values in changed.items()})
+                             changed={key: list(values) for key, values in changed.items()},
+                             machine=machine_info(recipe.block("trainer")["device"]))
         return trainer
 
     def request_stop(self, signal_number: int | None = None) -> None:
@@ -198,16 +203,28 @@ class Trainer:
         changes nothing outside it."""
         cpu.configure(self.config.flush_denormal, self.config.tune_malloc)  # asked for by the recipe (the default)
         self._call_hook("on_train_start", run=self._run_context(), trainer=self)
+        # a bar on a terminal; elsewhere the `step N/M | ...` lines of _log_progress, and nothing more
+        self.progress = Progress(self.total_steps, self.recipe.name, unit="step", stream=self.log, initial=self.step,
+                                 every_s=math.inf)
+        try:
+            return self._fit()
+        finally:
+            self.progress.close()
+            self.progress = None
+
+    def _fit(self) -> dict[str, float]:
+        assert self.progress is not None
         if self.step == 0 and self.eval_config.at_start and self.evaluators:
             self.start_eval = self._evaluate_on_main(tag="eval_start")
         window_start, window_steps = time.perf_counter(), 0
         while self.step < self.total_steps:
             loader = epoch_loader(self.batches, self.epoch, self.step_in_epoch, self.config.num_workers,
                                   pin_memory=self.device.type == "cuda")
-            micro, losses, metric_sums = 0, [], {}
+            micro, losses, metric_sums, skipped = 0, [], {}, 0
             for batch in loader:
                 if isinstance(batch, BatchFailure):  # a data error, raised as in a single process
                     raise batch.error if isinstance(batch.error, SelfsupError) else DataError(str(batch.error))
+                skipped += self._report_skipped(batch.skipped)
                 output = self._forward_backward(batch, sync=micro == self.plan.micro_batches - 1)
                 losses.append(output.loss.detach())
                 for key, value in output.metrics.items():
@@ -218,13 +235,18 @@ class Trainer:
                 # the loss and metrics of the global batch: the mean over processes' equal shards;
                 # "stop" is above 0 when any process was asked to stop, so all of them stop together
                 means = distributed.all_reduce_mean({**metric_sums, "loss": torch.stack(losses).mean().item(),
-                                                     "stop": float(self.stop_signal is not None)})
+                                                     "stop": float(self.stop_signal is not None),
+                                                     "data_errors": float(skipped)})
                 loss, stop = means.pop("loss"), means.pop("stop") > 0
+                data_errors = round(means.pop("data_errors") * distributed.world_size())  # a sum over processes
                 self._optimizer_step(loss)
                 metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
                 metrics.update((key, means[key]) for key in metric_sums)
-                micro, losses, metric_sums = 0, [], {}
+                if data_errors:
+                    metrics["data_errors"] = data_errors
+                micro, losses, metric_sums, skipped = 0, [], {}, 0
                 window_steps += 1
+                self.progress.update(1, loss=f"{loss:.4f}", lr=f"{metrics['lr']:.3g}")
                 if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     metrics["samples_per_s"] = window_steps * self.plan.batch_size / max(elapsed, 1e-9)
@@ -246,6 +268,7 @@ class Trainer:
                     break
         self.save_checkpoint()
         final = self._evaluate_on_main() if self.evaluators else {}
+        self.progress.close()
         if self.is_main:
             if self.eval_config.select_best is None:
                 self.export(self.run_dir / "encoder")
@@ -289,14 +312,14 @@ class Trainer:
             self.encoder, self.augmentation,
             {"train": lambda: self._data_source("eval.train_data"),
              "test": lambda: self._data_source("eval.test_data")},
-            self.device, self.eval_config.batch_size, self.autocast_dtype)
+            self.device, self.eval_config.batch_size, self.autocast_dtype, log=self.log)
         started = time.perf_counter()
         with checkpoint.rng_preserved():  # evaluation must not shift the training's random draws
             metrics = run_evaluators(self.evaluators, context,
-                                     lambda line: print(f"[{tag} step {self.step}] {line}", file=self.log, flush=True))
+                                     lambda line: self._say(f"[{tag} step {self.step}] {line}"))
         self._append_metrics({"kind": tag, "step": self.step, "epoch": self.epoch, **metrics})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        print(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)", file=self.log, flush=True)
+        self._say(f"[{tag} step {self.step}] {shown}  ({time.perf_counter() - started:.1f}s)")
         self.last_eval = metrics
         if self.eval_config.select_best is not None:
             self._keep_if_best(metrics)
@@ -314,8 +337,7 @@ class Trainer:
         self.best = {"value": value, "step": self.step}
         checkpoint.save_atomic(self.state_dict([checkpoint.capture_rng()]), self.run_dir / BEST_CHECKPOINT)
         self.export(self.run_dir / "encoder")
-        print(f"[best {metric} {value:.4f} at step {self.step}: exported to {self.run_dir / 'encoder'}]",
-              file=self.log, flush=True)
+        self._say(f"[best {metric} {value:.4f} at step {self.step}: exported to {self.run_dir / 'encoder'}]")
 
     def export(self, out_dir: Path) -> Path:
         return export_encoder(self.encoder, self.recipe.block("encoder"), self.recipe.block("augmentation"),
@@ -466,11 +488,35 @@ class Trainer:
             self.directory.append_metrics(record)
 
     def _log_progress(self, metrics: dict[str, float], seconds_per_step: float) -> None:
-        eta = _duration(seconds_per_step * (self.total_steps - self.step))
+        """Every ``log_every`` steps: the bar's figures on a terminal, else one line (tests and log
+        readers parse it): ``step 8/8 | epoch 1 | loss 4.1 | lr 0.05 | 940 samples/s | ETA 0m00s``."""
+        assert self.progress is not None
+        if self.progress.is_bar:
+            self.progress.update(0, loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.3g}",
+                                 samples_s=f"{metrics['samples_per_s']:.0f}")
+            return
+        eta = duration(seconds_per_step * (self.total_steps - self.step))
         extra = "".join(f" | {k} {v:.4g}" for k, v in metrics.items() if k not in ("loss", "lr", "samples_per_s"))
         print(f"step {self.step}/{self.total_steps} | epoch {self.epoch} | loss {metrics['loss']:.4f} | "
               f"lr {metrics['lr']:.4g} | {metrics['samples_per_s']:.0f} samples/s | ETA {eta}{extra}",
               file=self.log, flush=True)
+
+    def _report_skipped(self, reports: list[str]) -> int:
+        """Print the unreadable items a batch replaced (each process its own; the main one above
+        the progress bar) and return how many there were."""
+        for report in reports:
+            if self.is_main:
+                self._say(f"data: skipped {report}")
+            else:
+                print(f"data: skipped {report}", file=sys.stderr, flush=True)
+        return len(reports)
+
+    def _say(self, line: str) -> None:
+        """One line of the run's log, above the progress bar while there is one."""
+        if self.progress is not None:
+            self.progress.write(line)
+        else:
+            print(line, file=self.log, flush=True)
 
     def _print_summary(self, final: dict[str, float]) -> None:
         if not final:
@@ -502,6 +548,18 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError("trainer.device is cuda but no CUDA device is available; use trainer.device=auto or cpu")
     return device
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """Where a run trains, for ``history.jsonl`` and the report: OS, Python, torch, CPUs, the
+    training device (its name for a GPU) and the number of processes."""
+    resolved = resolve_device(device)
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "torch": torch.__version__, "cpus": os.cpu_count(), "device": str(resolved),
+                            "processes": distributed.world_size()}
+    if resolved.type == "cuda":
+        info["accelerator"] = torch.cuda.get_device_name(resolved)
+    return info
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -541,7 +599,3 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flat[f"{prefix}{key}"] = value
     return flat
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -8,13 +8,15 @@ mode, pooled to one vector per item.
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Callable, Literal, Sequence
+import sys
+from typing import Annotated, Any, Callable, Literal, Sequence, TextIO
 
 import torch
 from annotated_types import Ge, Gt
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolkit.data import UnreadableItem
 from toolkit.interfaces import (
     Augmentation,
     DataSource,
@@ -25,6 +27,7 @@ from toolkit.interfaces import (
     pool,
     to_device,
 )
+from toolkit.progress import Progress
 
 
 class KNNEvaluator(Evaluator):
@@ -112,41 +115,92 @@ class FeatureContext(EvalContext):
         device: torch.device,
         batch_size: int = 256,
         autocast_dtype: torch.dtype | None = None,
+        log: TextIO | None = None,
     ) -> None:
         self.encoder, self.augmentation, self.device = encoder, augmentation, device
         self._sources, self._batch_size, self._autocast = sources, batch_size, autocast_dtype
+        self._log = log
         self._features: dict[str, tuple[Tensor, Tensor | None]] = {}
         self._built: dict[str, DataSource] = {}
 
     def features(self, role: Literal["train", "test"]) -> tuple[Tensor, Tensor | None]:
         if role not in self._features:
             source = self.source(role)
-            self._features[role] = (self.embed(source), source.labels)
+            with Progress(len(source), "features", stream=self._log, leave=False) as progress:
+                features, kept = embed_items(self.encoder, self.augmentation.eval_transform, source, self.device,
+                                             self._batch_size, self._autocast, progress, self._skip_unreadable)
+            labels = source.labels
+            if labels is not None and len(kept) < len(source):  # unreadable items left out (data.on_error: skip)
+                labels = labels[torch.tensor(kept, dtype=torch.int64)]
+            self._features[role] = (features, labels)
         return self._features[role]
+
+    def _skip_unreadable(self, position: int, error: Exception) -> None:
+        """Leave out an item its source reports as skippable (:class:`toolkit.data.UnreadableItem`);
+        any other error stops the evaluation."""
+        if not isinstance(error, UnreadableItem):
+            raise error
+        print(f"data: skipped {error}", file=self._log or sys.stderr, flush=True)
 
     def source(self, role: Literal["train", "test"]) -> DataSource:
         if role not in self._built:
             self._built[role] = self._sources[role]()
         return self._built[role]
 
-    @torch.no_grad()
     def embed(self, items: Sequence[Any]) -> Tensor:
-        was_training = self.encoder.training
-        self.encoder.eval()
-        collate = self.encoder.collate()
-        chunks = []
-        autocast = (torch.autocast(self.device.type, dtype=self._autocast) if self._autocast
-                    else contextlib.nullcontext())
-        try:
-            for start in range(0, len(items), self._batch_size):
-                views = [self.augmentation.eval_transform(items[i])
-                         for i in range(start, min(start + self._batch_size, len(items)))]
-                x = to_device(collate(views), self.device)
+        with Progress(len(items), "features", stream=self._log, leave=False) as progress:
+            features, _ = embed_items(self.encoder, self.augmentation.eval_transform, items, self.device,
+                                      self._batch_size, self._autocast, progress)
+        return features
+
+
+@torch.no_grad()
+def embed_items(
+    encoder: Encoder,
+    transform: Callable[[Any], Any],
+    items: Sequence[Any],
+    device: torch.device,
+    batch_size: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+    skip: Callable[[int, Exception], None] | None = None,
+) -> tuple[Tensor, list[int]]:
+    """Pooled features ``(M, D)`` float32 on the CPU of ``items`` through ``transform`` (an
+    evaluation transform), the encoder's collate and the encoder in eval mode, ``batch_size``
+    items per forward pass; and the positions ``(M,)`` of the items they belong to.
+
+    An item that cannot be read or transformed (``ValueError``/``OSError``: a corrupt file)
+    raises, unless ``skip`` is given: it is then called with the position and the error, and the
+    item is left out. Evaluation and ``selfsup embed`` both embed through here, so they agree.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    collate = encoder.collate()
+    chunks, kept = [], []
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    try:
+        for start in range(0, len(items), batch_size):
+            positions = range(start, min(start + batch_size, len(items)))
+            views, batch_kept = [], []
+            for i in positions:
+                try:
+                    views.append(transform(items[i]))
+                except (ValueError, OSError) as error:
+                    if skip is None:
+                        raise
+                    skip(i, error)
+                    continue
+                batch_kept.append(i)
+            if views:
                 with autocast:
-                    chunks.append(pool(self.encoder(x)).float().cpu())
-        finally:
-            self.encoder.train(was_training)
-        return torch.cat(chunks)
+                    chunks.append(pool(encoder(to_device(collate(views), device))).float().cpu())
+                kept += batch_kept
+            if progress is not None:
+                progress.update(len(positions))
+    finally:
+        encoder.train(was_training)
+    features = torch.cat(chunks) if chunks else torch.empty(0, encoder.output_dim)
+    return features, kept
 
 
 def run_evaluators(

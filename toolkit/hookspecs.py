@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from toolkit.interfaces import RunContext
+    from toolkit.interfaces import DataSource, RunContext
 
 PROJECT = "selfsup"
 
@@ -106,6 +106,18 @@ def register_recipes(register: Callable[[str], None]) -> None:
     """Register recipe files this plugin ships: ``register(str(path_to_yaml))``.
 
     ``selfsup recipes`` lists them by plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def render_items(source: DataSource, indices: list[int]) -> list[str] | None:
+    """Show items of ``source`` in a run report (``selfsup report``: the nearest-neighbour examples).
+
+    Return one self-contained HTML fragment per index, in order (an image as
+    ``toolkit.reporting.image_html(tensor)``, a sentence as escaped text, a waveform as inline
+    SVG; files are embedded as data URIs, so the report is one page), or ``None`` for a source
+    this plugin does not know (the first answer wins; the core plugin answers last, for items
+    that are uint8 images ``(C, H, W)`` or strings). The report adds each item's id and label.
     """
 
 

@@ -34,7 +34,9 @@ class Batch:
     carries anything else a collate function adds (padding masks, lengths). ``seeds`` is ``(N,)``
     int64, each item's random seed, keyed by its position in the epoch (the engine sets it): a
     batched augmentation draws its per-item parameters from it (:func:`toolkit.data.seeded_uniforms`),
-    so they survive a resume, micro-batching and sharding unchanged.
+    so they survive a resume, micro-batching and sharding unchanged. ``skipped`` holds one report
+    per unreadable item that another took the place of (:class:`toolkit.data.UnreadableItem`); the
+    engine prints them and counts them in the ``data_errors`` metric.
     """
 
     views: list[Any]
@@ -42,6 +44,7 @@ class Batch:
     labels: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     seeds: Tensor | None = None
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -53,6 +56,7 @@ class Batch:
             labels=to_device(self.labels, device, non_blocking),
             extras=to_device(self.extras, device, non_blocking),
             seeds=to_device(self.seeds, device, non_blocking),
+            skipped=self.skipped,
         )
 
 
@@ -82,6 +86,33 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def __getitem__(self, index: int) -> Any: ...
+
+    def order(self, generator: torch.Generator) -> Tensor | None:
+        """The order of one epoch: a permutation ``(len(self),)`` int64 of the indices, drawn from
+        ``generator`` only (the engine seeds it from the run's seed and the epoch, so the order is
+        the same on every process and after a resume). ``None`` (the default): a uniformly random
+        permutation. Data stored in shards returns :func:`toolkit.data.shard_order`, which reads
+        them nearly in sequence. Batches, micro-batches and processes then take consecutive
+        slices of it, as of the default order."""
+        return None
+
+    def item_id(self, index: int) -> str:
+        """A name for item ``index`` that says where it came from (the ids of ``selfsup embed``,
+        the captions of a report): the path of ``self.files[index]`` for a source that lists
+        its files in ``files``, else the index. Sources with better names override it."""
+        files = getattr(self, "files", None)
+        if isinstance(files, Sequence) and len(files) == len(self):
+            return str(files[index])
+        return str(index)
+
+    def class_name(self, label: int) -> str:
+        """The name of class ``label``: from ``classes`` or ``class_names`` when the source lists
+        them, else ``class <label>``."""
+        for attribute in ("classes", "class_names"):
+            names = getattr(self, attribute, None)
+            if isinstance(names, Sequence) and 0 <= label < len(names):
+                return str(names[label])
+        return f"class {label}"
 
 
 class Augmentation(abc.ABC):

@@ -236,12 +236,18 @@ def default_plugins() -> Plugins:
     return _default
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to something other than ``""``, ``0``,
+    ``false`` or ``no`` (the opt-ins: ``SELFSUP_WANDB=1``, ``SELFSUP_MLFLOW=1``, ...)."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def strict_plugins() -> bool:
-    return os.environ.get("SELFSUP_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+    return env_flag("SELFSUP_STRICT_PLUGINS")
 
 
 def trace_plugins() -> bool:
-    return os.environ.get("SELFSUP_TRACE_PLUGINS", "") not in ("", "0", "false", "no")
+    return env_flag("SELFSUP_TRACE_PLUGINS")
 
 
 def disabled_plugins() -> set[str]:

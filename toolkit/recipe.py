@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -89,7 +89,7 @@ class Origin:
 
     def __str__(self) -> str:
         if self.file is None:
-            return f"override {self.text!r}"
+            return f"override {self.text!r}" if self.text else "recipe (a dict)"
         return f"{self.file}:{self.line}" if self.line else str(self.file)
 
     @property
@@ -147,8 +147,23 @@ class Recipe:
         return yaml.safe_dump(self.values, sort_keys=False, default_flow_style=None, width=100)
 
 
-def load(path: str | Path, overrides: Sequence[str] = ()) -> RecipeDocument:
-    """Read ``path`` with its ``extends`` chain and apply ``overrides``."""
+def load(path: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> RecipeDocument:
+    """Read ``path`` with its ``extends`` chain and apply ``overrides``. ``path`` may also be the
+    recipe itself, as a dict (the Python API): its relative paths, ``extends`` included, then
+    start at the working directory."""
+    if isinstance(path, Mapping):
+        values = copy.deepcopy(dict(path))
+        bases = values.pop("extends", [])
+        merged: dict[str, Any] = {}
+        origins: dict[KeyPath, Origin] = {}
+        for base in [bases] if isinstance(bases, str) else bases:
+            base_values, base_origins = _load_with_extends(Path(base).resolve(), chain=())
+            merged = _deep_merge(merged, base_values)
+            origins.update(base_origins)
+        document = RecipeDocument(_deep_merge(merged, values), origins, None)
+        for override in overrides:
+            _apply_override(document, override)
+        return document
     path = Path(path)
     values, origins = _load_with_extends(path.resolve(), chain=())
     document = RecipeDocument(values, origins, path)

@@ -86,6 +86,18 @@ class VideoSource(DataSource):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def item_id(self, index: int) -> str:
+        """The video's name (its file or folder), with the frame for frame and clip units."""
+        v, t = self.entries[index]
+        video = self.videos[v]
+        return video.name if self.unit == "video" else f"{video.name} frame {video.start + t}"
+
+    def thumbnail(self, index: int) -> Tensor:
+        """The item's frame, uint8 ``(C, H, W)``: a clip's or a whole video's middle one."""
+        v, t = self.entries[index]
+        video = self.videos[v]
+        return video.frames([video.num_frames // 2 if self.unit == "video" else t])[0]
+
     def __getitem__(self, index: int) -> Video | Tensor:
         v, t = self.entries[index]
         video = self.videos[v]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from toolkit import hookimpl
+from toolkit import DataSource, hookimpl
 from toolkit.hookspecs import Register
 
 from selfsup_video.augmentations import TemporalAugmentation
-from selfsup_video.datasources import FrameArrays, FrameFolders, VideoFiles
+from selfsup_video.datasources import FrameArrays, FrameFolders, VideoFiles, VideoSource
 from selfsup_video.encoders import FrameEncoder, R2Plus1D18, R3D18
 from selfsup_video.objectives import TemporalContrast
 from selfsup_video.retrieval import VideoRetrieval
@@ -39,3 +39,13 @@ def register_datasources(register: Register) -> None:
 @hookimpl
 def register_evaluators(register: Register) -> None:
     register("video-retrieval", VideoRetrieval)
+
+
+@hookimpl
+def render_items(source: DataSource, indices: list[int]) -> list[str] | None:
+    """Frames, clips and videos in a report: the frame (a clip's or a video's middle one) as a thumbnail."""
+    if not isinstance(source, VideoSource):
+        return None
+    from toolkit.reporting import image_html
+
+    return [image_html(source.thumbnail(index)) for index in indices]

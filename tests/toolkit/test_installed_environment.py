@@ -54,7 +54,8 @@ def test_the_help_text_imports_no_torch() -> None:
     assert "torch" not in loaded
 
 
-HEAVY_LIBRARIES = {"torchvision", "transformers", "datasets", "av", "sentence_transformers"}
+HEAVY_LIBRARIES = {"torchvision", "transformers", "datasets", "av", "sentence_transformers", "matplotlib", "sklearn",
+                   "wandb", "mlflow"}
 """Imported when a component that needs one is built. (torchaudio is light and imported when the
 sequence plugin loads, so a torchaudio build that does not match torch fails that plugin's load.)"""
 

@@ -162,7 +162,8 @@ def test_builtin_plugins_register_their_components(plugins: Plugins, kind: str, 
 
 
 def test_plugin_info_lists_the_hooks_a_plugin_implements(plugins: Plugins) -> None:
-    assert plugins.infos["core"].hooks == ["register_evaluators", "register_optimizers", "register_projectors"]
+    assert plugins.infos["core"].hooks == ["register_evaluators", "register_optimizers", "register_projectors",
+                                           "render_items"]
 
 
 # Plugins that fail to import
@@ -479,7 +480,7 @@ def test_plugins_command_lists_components_and_hooks_by_kind(
     assert ["encoders:", "resnet18,", "resnet34,", "resnet50,", "timm"] in lines
     assert ["evaluators:", "knn,", "linear-probe"] in lines
     assert ["optimizers:", "sgd,", "adamw,", "lars"] in lines
-    assert ["hooks:", "register_evaluators,", "register_optimizers,", "register_projectors"] in lines
+    assert ["hooks:", "register_evaluators,", "register_optimizers,", "register_projectors,", "render_items"] in lines
 
 
 def test_plugins_command_reports_a_plugin_that_failed_to_load(

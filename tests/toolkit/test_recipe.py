@@ -342,7 +342,7 @@ def test_unknown_component_lists_close_matches(tmp_path, plugins):
 def test_unknown_optimizer_lists_the_known_ones(minimal, plugins):
     message = resolve_error(minimal, plugins, ["optimizer.name=lasr"])
     assert "optimizer.name: no optimizer named 'lasr'. Did you mean 'lars'?" in message
-    assert "Did you mean 'lars'? Registered optimizers: adamw, lars, sgd" in message
+    assert "Did you mean 'lars'? Registered optimizers: adamw, adamw-towers, lars, sgd" in message
 
 
 def test_component_block_without_a_name_is_an_error(tmp_path, plugins):

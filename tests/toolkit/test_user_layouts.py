@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from toolkit.cli import _trainer_for
+from toolkit.api import trainer_for
 from toolkit.data import NoTestSplit, holdout_split
 from toolkit.engine import Trainer
 from toolkit.recipe import load_and_resolve
@@ -153,7 +153,7 @@ def test_a_recipe_without_evaluators_trains_on_every_item_and_a_later_eval_says_
     assert "training on all 20 items" in log
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records and all(r["kind"] == "train" for r in records)
-    trainer = _trainer_for(run_dir, (), _plugins(), trust_plugins=False)
+    trainer = trainer_for(run_dir, (), _plugins(), trust_plugins=False)
     assert len(trainer.source) == 20  # every image trained
     output = io.StringIO()
     trainer.log = output

@@ -1,0 +1,1 @@
+"""MLflow tracking for selfsup runs, from the lifecycle hooks (opt in with ``SELFSUP_MLFLOW=1``)."""

@@ -1,0 +1,2 @@
+"""selfsup's data-at-scale sources: WebDataset tar shards (``webdataset``) and Hugging Face
+datasets saved locally (``hf-dataset``); see docs/shards.md."""
