@@ -35,7 +35,8 @@ TAGS: dict[str, str] = {
     "sequence": "sequences (C, L) (audio, time series)",
     "tensor": "tensor batches",
     "tokens": "token dicts (tokenized text)",
-    "cpc": "a CPC encoder (encode and context)",
+    "cpc": "a CPC encoder (encode, context and valid_frames)",
+    "ts2vec": "a per-time-step encoder (encode(x, mask) -> (N, L, D)), such as ts2vec",
     "pairs": "paired items of two modalities (image-text)",
     "patches": "a patch-token encoder (a Vision Transformer: patch_tokens and encode_tokens)",
 }

@@ -45,20 +45,26 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 class FSDD(DataSource):
     """The Free Spoken Digit Dataset (3,000 recordings, 8 kHz, 6 speakers) in its npz layout.
 
-    ``split``: ``train`` (recording index 5-49, 2,700) or ``test`` (index 0-4, 300: the
-    official split). ``label``: ``digit`` (10 classes) or ``speaker`` (6 classes; every
-    speaker is in both splits). Items ``(1, L)`` in ``[-1, 1)`` at the encoder's sample rate.
+    ``split``: ``train`` (recording index 5-49, 2,700), ``test`` (index 0-4, 300: the
+    official split) or ``all``. ``label``: ``digit`` (10 classes) or ``speaker`` (6 classes,
+    in the file's ``speaker_names`` order; every speaker is in both splits). ``speakers`` keeps
+    the recordings of the named speakers only (``[theo, yweweler]``): training on some speakers
+    and probing on the others tests what carries over to voices never heard. Items ``(1, L)`` in
+    ``[-1, 1)`` at the encoder's sample rate.
     """
 
-    def __init__(self, path: Path, split: Literal["train", "test"] = "train",
-                 label: Literal["digit", "speaker"] = "digit", limit: int | None = None,
-                 input_spec: dict[str, Any] | None = None) -> None:
-        if split not in ("train", "test") or label not in ("digit", "speaker"):
-            raise ValueError(f"fsdd: split must be train|test and label digit|speaker, got {split!r}, {label!r}")
+    def __init__(self, path: Path, split: Literal["train", "test", "all"] = "train",
+                 label: Literal["digit", "speaker"] = "digit", speakers: list[str] | None = None,
+                 limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
+        if split not in ("train", "test", "all") or label not in ("digit", "speaker"):
+            raise ValueError(f"fsdd: split must be train|test|all and label digit|speaker, got {split!r}, {label!r}")
         with np.load(_existing(path)) as archive:
             _require(archive.files, ["audio", "offsets", "label", "speaker", "is_test", "sample_rate"], path)
             audio, offsets = archive["audio"], archive["offsets"]
-            chosen = np.flatnonzero(archive["is_test"] == (split == "test"))
+            keep = np.ones(len(offsets) - 1, dtype=bool) if split == "all" else archive["is_test"] == (split == "test")
+            if speakers is not None:
+                keep &= np.isin(archive["speaker"], _speaker_indices(archive, speakers, path))
+            chosen = np.flatnonzero(keep)
             labels = archive["label" if label == "digit" else "speaker"]
             self.native_rate = int(archive["sample_rate"])
             self.num_classes = int(labels.max()) + 1
@@ -161,12 +167,13 @@ def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class",
 def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
            holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
-    ``<Name>_TEST.ts``, or one ``.ts`` file (then ``train`` and ``test`` are a seeded held-out
+    ``<Name>_TEST.ts`` (the ones named after the folder when it holds several), or one ``.ts`` file (then ``train`` and ``test`` are a seeded held-out
     split of it, ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files
     with ``@classLabel false`` are unlabelled."""
     one_list = not path.is_dir()
     if path.is_dir():
-        found = sorted(path.glob(f"*_{split.upper()}.ts"))
+        named = path / f"{path.name}_{split.upper()}.ts"  # the archive's layout: <Name>/<Name>_TRAIN.ts
+        found = [named] if named.is_file() else sorted(path.glob(f"*_{split.upper()}.ts"))
         if len(found) != 1:
             raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
                                     f"{[f.name for f in found] or 'none'}")
@@ -217,6 +224,17 @@ def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
         return audio
     return require("torchaudio.functional", f"resampling audio from {rate} to {target} Hz").resample(
         audio, rate, target)
+
+
+def _speaker_indices(archive: Any, speakers: list[str], path: Path) -> list[int]:
+    """Indices of the named speakers in the archive's ``speaker_names``."""
+    _require(archive.files, ["speaker_names"], path)
+    names = [str(n) for n in archive["speaker_names"]]
+    unknown = [s for s in speakers if s not in names]
+    if unknown or not speakers:
+        raise ValueError(f"fsdd: data.speakers: unknown speaker(s) {', '.join(unknown) or '(none given)'}; "
+                         f"{path} has {', '.join(names)}")
+    return [names.index(s) for s in speakers]
 
 
 def _existing(path: Path) -> Path:

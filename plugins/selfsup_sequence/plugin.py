@@ -10,6 +10,7 @@ from selfsup_sequence.datasources import FSDD, AudioFolder, ucr_npz, ucr_ts
 from selfsup_sequence.encoders import CPCAudioEncoder, CPCSeriesEncoder
 from selfsup_sequence.objectives import CPC
 from selfsup_sequence.series import SeriesSet, series_file
+from selfsup_sequence.ts2vec import DilatedConvEncoder, TS2Vec
 
 
 @hookimpl
@@ -22,11 +23,13 @@ def register_augmentations(register: Register) -> None:
 def register_encoders(register: Register) -> None:
     register("cpc-audio", CPCAudioEncoder)
     register("cpc-series", CPCSeriesEncoder)
+    register("ts2vec", DilatedConvEncoder)
 
 
 @hookimpl
 def register_objectives(register: Register) -> None:
     register("cpc", CPC)
+    register("ts2vec", TS2Vec)
 
 
 @hookimpl

@@ -46,14 +46,14 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> Path:
 # encoders
 
 def test_audio_encoder_has_the_paper_receptive_field_and_hop():
-    encoder = CPCAudioEncoder(**TINY_AUDIO)
+    encoder = CPCAudioEncoder(frontend="waveform", **TINY_AUDIO)
     assert (encoder.receptive_field, encoder.hop) == (465, 160)
     assert encoder.output_length(20480) == 126
 
 
 @pytest.mark.parametrize("length", [465, 624, 625, 1000, 20480])
 def test_audio_encoder_output_length_matches_the_formula(length):
-    encoder = CPCAudioEncoder(**TINY_AUDIO)
+    encoder = CPCAudioEncoder(frontend="waveform", **TINY_AUDIO)
     z = encoder.encode(torch.zeros(2, 1, length))
     assert z.shape == (2, (length - 465) // 160 + 1, 8)
 
@@ -95,10 +95,51 @@ def test_a_padded_item_gets_the_features_it_gets_alone(pooling):
     assert torch.allclose(together[1], alone[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("params", [
+    {"pooling": "mean+std", "features": "both"},
+    {"pooling": "mean", "frontend": "log-mel", "kernels": [3, 3], "strides": [1, 1]},
+    {"pooling": "mean+std", "frontend": "log-mel", "kernels": [3, 3], "strides": [1, 2], "features": "local"},
+])
+def test_a_padded_recording_gets_the_features_it_gets_alone(params):
+    torch.manual_seed(0)
+    encoder = CPCAudioEncoder(sample_rate=8000, **TINY_AUDIO, **params).eval()
+    short, long = torch.randn(1, 2400), torch.randn(1, 5000)
+    with torch.no_grad():
+        together = encoder(pad_with_nan([long, short]))
+        alone = encoder(short[None])
+    assert together.shape == (2, encoder.output_dim)
+    assert torch.allclose(together[1], alone[0], atol=1e-5)
+
+
+def test_log_mel_front_end_matches_torchaudio():
+    torchaudio = pytest.importorskip("torchaudio")
+    encoder = CPCAudioEncoder(sample_rate=8000, frontend="log-mel", n_mels=40, kernels=[3], strides=[1],
+                              **TINY_AUDIO)
+    x = torch.randn(2, 1, 4000)
+    reference = torchaudio.transforms.MelSpectrogram(8000, n_fft=200, hop_length=80, n_mels=40, center=False)
+    assert torch.allclose(encoder.frontend(x), torch.log(reference(x[:, 0]) + 1e-6), atol=1e-5)
+    assert encoder.output_length(4000) == (4000 - 200) // 80 + 1 - 2  # 48 spectrogram frames, kernel 3
+    assert not any("frontend" in key for key in encoder.state_dict())  # computed, not saved
+
+
+def test_mean_std_pooling_of_both_features():
+    torch.manual_seed(0)
+    encoder = CPCSeriesEncoder(pooling="mean+std", features="both", **TINY_SERIES).eval()
+    x = torch.randn(3, 1, 50)
+    with torch.no_grad():
+        z = encoder.encode(x)
+        frames = torch.cat([z, encoder.context(z)], dim=-1)
+        expected = torch.cat([frames.mean(dim=1), frames.std(dim=1, unbiased=False)], dim=-1)
+        assert torch.allclose(encoder(x), expected, atol=1e-5)
+    assert encoder.output_dim == 2 * (8 + 8)
+
+
 @pytest.mark.parametrize("factory, params, example", [
     (CPCAudioEncoder, {**TINY_AUDIO, "pooling": "sequence"}, [torch.randn(1, 1200), torch.randn(1, 900)]),
     (CPCAudioEncoder, TINY_AUDIO, [torch.randn(1, 1200), torch.randn(1, 900)]),
     (CPCSeriesEncoder, {"in_channels": 6, "context": "transformer", **TINY_SERIES}, [torch.randn(6, 50)] * 3),
+    (CPCAudioEncoder, {**TINY_AUDIO, "frontend": "log-mel", "kernels": [3], "strides": [1], "pooling": "mean+std"},
+     [torch.randn(1, 3000), torch.randn(1, 2000)]),
 ])
 def test_encoders_conform(factory, params, example):
     check_encoder(factory, params, example)
@@ -138,7 +179,7 @@ def test_cpc_loss_matches_a_naive_loop(pool_size):
 @pytest.mark.parametrize("source", ["batch", "same_sequence"])
 def test_negatives_are_never_the_target_itself(source):
     torch.manual_seed(0)
-    index = sample_negatives(6, 5, 200, source)
+    index = sample_negatives(torch.full((6,), 5), 5, 200, source)
     own = torch.arange(6)[:, None] * 5 + torch.arange(5)[None, :]
     assert not (index == own[..., None]).any()
     assert index.min() >= 0 and index.max() < 6 * 5
@@ -147,11 +188,46 @@ def test_negatives_are_never_the_target_itself(source):
         assert torch.equal(index // 5, torch.arange(6)[:, None, None].expand_as(index))
 
 
+@pytest.mark.parametrize("source", ["batch", "same_sequence"])
+def test_negatives_come_from_valid_frames_only(source):
+    torch.manual_seed(0)
+    frames, steps = torch.tensor([6, 2, 4]), 6
+    index = sample_negatives(frames, steps, 300, source)
+    sequence, position = index // steps, index % steps
+    assert (position < frames[sequence]).all()  # never a frame of padding
+    valid = torch.arange(steps)[None, :] < frames[:, None]
+    own = torch.arange(3)[:, None] * steps + torch.arange(steps)[None, :]
+    assert not ((index == own[..., None]) & valid[..., None]).any()
+
+
+def test_padding_frames_are_neither_anchors_nor_targets():
+    torch.manual_seed(0)
+    n, steps, dim, k_max = 2, 6, 4, 2
+    c, z, pool = torch.randn(n, steps, dim), torch.randn(n, steps, dim), torch.randn(12, dim)
+    index = torch.randint(0, 12, (n, steps, 3))
+    predictors = [torch.nn.Linear(dim, dim, bias=False) for _ in range(k_max)]
+    frames = torch.tensor([6, 3])
+    loss, _ = cpc_info_nce(c, z, pool, predictors, index, frames)
+    changed = z.clone()
+    changed[1, 3:] += 100.0  # the second item's padding frames
+    assert torch.equal(loss, cpc_info_nce(c, changed, pool, predictors, index, frames)[0])
+    per_step = []
+    for k in range(1, k_max + 1):  # the mean runs over the valid anchors only
+        terms = []
+        for i in range(n):
+            for t in range(int(frames[i]) - k):
+                p = predictors[k - 1].weight @ c[i, t]
+                scores = torch.stack([p @ z[i, t + k]] + [p @ pool[j] for j in index[i, t + k]])
+                terms.append(torch.logsumexp(scores, dim=0) - scores[0])
+        per_step.append(torch.stack(terms).mean())
+    assert torch.allclose(loss, torch.stack(per_step).mean(), atol=1e-5)
+
+
 def test_negative_sampling_follows_the_torch_seed():
     torch.manual_seed(3)
-    first = sample_negatives(2, 6, 8, "batch")
+    first = sample_negatives(torch.tensor([6, 6]), 6, 8, "batch")
     torch.manual_seed(3)
-    assert torch.equal(first, sample_negatives(2, 6, 8, "batch"))
+    assert torch.equal(first, sample_negatives(torch.tensor([6, 6]), 6, 8, "batch"))
 
 
 def test_cpc_objective_conforms():
@@ -178,10 +254,10 @@ def test_cpc_names_an_encoder_without_encode_and_context():
 
 
 def test_cpc_asks_for_longer_windows_when_there_are_too_few_frames():
-    encoder = CPCSeriesEncoder(**TINY_SERIES)
+    encoder = CPCSeriesEncoder(**TINY_SERIES)  # R = 8, stride 1: 19 steps give 12 frames
     objective = CPC(encoder=encoder, prediction_steps=12)
     with pytest.raises(ValueError, match="augmentation.window"):
-        objective(Batch(views=[torch.randn(2, 1, 30)], index=torch.arange(2)), encoder, None)
+        objective(Batch(views=[torch.randn(2, 1, 19)], index=torch.arange(2)), encoder, None)
 
 
 # augmentations
@@ -216,6 +292,16 @@ def test_ts_reader_handles_multichannel_variable_lengths_and_missing_values(tmp_
     assert source[0].shape == (2, 4) and torch.isnan(source[0][:, 3]).all()
     assert torch.isnan(source[1][0, 1]) and torch.isnan(source[1][1, 2:]).all()
     assert source.labels.tolist() == [0, 1] and source.num_classes == 2
+
+
+def test_ts_folder_with_variants_reads_the_file_named_after_it(tmp_path):
+    folder = tmp_path / "Toy"  # aeon ships Toy_TRAIN.ts next to Toy_eq_TRAIN.ts (equal-length variant)
+    folder.mkdir()
+    (folder / "Toy_TRAIN.ts").write_text("@classLabel true a b\n@data\n1,2,3:a\n")
+    (folder / "Toy_eq_TRAIN.ts").write_text("@classLabel true a b\n@data\n1,2,3,4:b\n")
+    assert ucr_ts(path=folder, split="train")[0].shape == (1, 3)
+    (folder / "Toy_TRAIN.ts").unlink()
+    assert ucr_ts(path=folder, split="train")[0].shape == (1, 4)  # the only one left
 
 
 def test_ts_reader_names_the_file_and_line_of_bad_values(tmp_path):
@@ -295,6 +381,16 @@ def test_fsdd_gives_the_official_split_and_either_label(label, classes):
 
 
 @needs_shared_data
+def test_fsdd_keeps_the_named_speakers():
+    held_out = FSDD(path=FSDD_NPZ, split="all", label="speaker", speakers=["theo", "yweweler"])
+    assert len(held_out) == 1000 and set(held_out.labels.tolist()) == {4, 5}
+    seen = FSDD(path=FSDD_NPZ, split="train", speakers=["george"])
+    assert len(seen) == 450
+    with pytest.raises(ValueError, match="unknown speaker.*bob.*george, jackson"):
+        FSDD(path=FSDD_NPZ, speakers=["bob"])
+
+
+@needs_shared_data
 def test_fsdd_resamples_to_the_encoder_rate():
     native = FSDD(path=FSDD_NPZ, split="test", limit=1)[0]
     upsampled = FSDD(path=FSDD_NPZ, split="test", limit=1, input_spec={"sample_rate": 16000})[0]
@@ -309,8 +405,8 @@ def test_ucr_npz_reads_basicmotions_with_six_channels():
 
 # recipes and training
 
-CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml",
-               "tiny/cpc.yaml"]
+CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-fsdd-16k.yaml", "cpc-fsdd-unseen-speakers.yaml", "cpc-ucr-gunpoint.yaml",
+               "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml"]
 
 
 @pytest.mark.parametrize("name", CPC_RECIPES)
@@ -347,4 +443,4 @@ def test_selfsup_command_trains_the_tiny_recipe_and_the_export_embeds_raw_series
     series = [torch.randn(1, 150), torch.cat([torch.randn(1, 90), torch.full((1, 60), math.nan)], dim=1)]
     with torch.no_grad():
         features = encoder(encoder.collate()([transform(x) for x in series]))
-    assert features.shape == (2, 16) and torch.isfinite(features).all()
+    assert features.shape == (2, encoder.output_dim) == (2, 64)  # mean+std of [z, c], 16 + 16 wide and torch.isfinite(features).all()
