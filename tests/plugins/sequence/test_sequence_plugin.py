@@ -406,7 +406,7 @@ def test_ucr_npz_reads_basicmotions_with_six_channels():
 # recipes and training
 
 CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-fsdd-16k.yaml", "cpc-fsdd-unseen-speakers.yaml", "cpc-ucr-gunpoint.yaml",
-               "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml"]
+               "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml", "tiny/cpc-audio.yaml"]
 
 
 @pytest.mark.parametrize("name", CPC_RECIPES)
@@ -416,9 +416,10 @@ def test_cpc_recipes_validate(name, plugins):
 
 
 @needs_shared_data
-def test_a_killed_cpc_run_resumes_exactly(plugins, tmp_path):
+@pytest.mark.parametrize("name", ["cpc.yaml", "cpc-audio.yaml", "ts2vec.yaml"])  # cpc-audio: padded windows
+def test_a_killed_sequence_run_resumes_exactly(name, plugins, tmp_path):
     def trainer(run: str) -> Trainer:
-        recipe = load_and_resolve(RECIPES / "tiny" / "cpc.yaml", ["trainer.checkpoint_every=1", "eval.evaluators=[]"],
+        recipe = load_and_resolve(RECIPES / "tiny" / name, ["trainer.checkpoint_every=1", "eval.evaluators=[]"],
                                   plugins)
         return Trainer.from_recipe(recipe, plugins, tmp_path / run, log=open("/dev/null", "w"))
 

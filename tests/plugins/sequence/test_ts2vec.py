@@ -19,14 +19,12 @@ from selfsup_sequence.ts2vec import (
     temporal_contrastive_loss,
 )
 from toolkit import load_encoder, load_eval_transform
-from toolkit.engine import Trainer
 from toolkit.interfaces import Batch
 from toolkit.projectors import IdentityProjector
 from toolkit.recipe import load_and_resolve
 from toolkit.testing import check_encoder, check_objective, check_objective_distributed
 
 from conftest import RECIPES, needs_shared_data
-from helpers import assert_same_state, kill_at
 
 TINY = {"hidden_dim": 8, "output_dim": 6, "depth": 2}
 
@@ -259,23 +257,6 @@ def test_ts2vec_recipes_validate(name, plugins):
 def test_ts2vec_objective_refuses_a_cpc_encoder_in_a_recipe(plugins):
     with pytest.raises(Exception, match="objective ts2vec.*encoder cpc-series"):
         load_and_resolve(RECIPES / "tiny" / "ts2vec.yaml", ["encoder={name: cpc-series}"], plugins)
-
-
-@needs_shared_data
-def test_a_killed_ts2vec_run_resumes_exactly(plugins, tmp_path):
-    def trainer(run: str) -> Trainer:
-        recipe = load_and_resolve(RECIPES / "tiny" / "ts2vec.yaml",
-                                  ["trainer.checkpoint_every=1", "eval.evaluators=[]"], plugins)
-        return Trainer.from_recipe(recipe, plugins, tmp_path / run, log=open("/dev/null", "w"))
-
-    straight = trainer("straight")
-    straight.fit()
-    kill_at(3, trainer("killed"), plugins)
-    resumed = Trainer.resume(tmp_path / "killed", plugins, log=open("/dev/null", "w"))
-    assert resumed.step == 2
-    resumed.fit()
-    assert straight.step == resumed.step == 4
-    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
 
 
 @needs_shared_data
