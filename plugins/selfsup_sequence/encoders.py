@@ -131,7 +131,7 @@ class CPCEncoder(Encoder):
         if self.standardize:
             x = standardize_channels(x, lengths)
         if self.frontend is not None:
-            x = self.frontend(x)
+            x = self.frontend(x, lengths)
         if x.shape[2] < self.receptive_field:
             x = nn.functional.pad(x, (0, self.receptive_field - x.shape[2]))
         return self.g_enc(x).transpose(1, 2)
@@ -170,8 +170,10 @@ class LogMel(nn.Module):
     computed, not learned or saved. Needs torchaudio (``selfsup-toolkit[audio]``).
     """
 
-    def __init__(self, sample_rate: int, n_mels: int, window_ms: float = 25.0, hop_ms: float = 10.0) -> None:
+    def __init__(self, sample_rate: int, n_mels: int, mean_norm: bool = False, window_ms: float = 25.0,
+                 hop_ms: float = 10.0) -> None:
         super().__init__()
+        self.mean_norm = mean_norm
         functional = require("torchaudio.functional", "the cpc-audio encoder's log-mel front end")
         self.hop_length, self.n_fft = int(sample_rate * hop_ms / 1000), int(sample_rate * window_ms / 1000)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
@@ -183,14 +185,21 @@ class LogMel(nn.Module):
         """Spectrogram frames ``F`` of inputs of ``lengths`` samples."""
         return (lengths - self.n_fft).clamp_min(0) // self.hop_length + 1
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x: (N, C, L)`` with ``lengths: (N,)`` valid samples (all of them when ``None``)."""
         n, c, length = x.shape
         if length < self.n_fft:
             x = nn.functional.pad(x, (0, self.n_fft - length))
         spectrum = torch.stft(x.float().reshape(n * c, -1), self.n_fft, self.hop_length, window=self.window,
                               center=False, return_complex=True).abs().square()
         mel = (spectrum.transpose(1, 2) @ self.filters).transpose(1, 2)  # (N C, n_mels, F)
-        return torch.log(mel + 1e-6).reshape(n, -1, mel.shape[-1])
+        bands = torch.log(mel + 1e-6).reshape(n, -1, mel.shape[-1])
+        if not self.mean_norm:
+            return bands
+        frames = self.frames(torch.full((n,), length) if lengths is None else lengths).clamp(1, bands.shape[-1])
+        valid = (torch.arange(bands.shape[-1], device=x.device)[None, :] < frames[:, None].to(x.device))[:, None]
+        mean = (bands * valid).sum(dim=-1, keepdim=True) / frames[:, None, None].to(bands)
+        return (bands - mean) * valid
 
 
 class ChannelNorm(nn.Module):
@@ -226,6 +235,7 @@ class CPCAudioEncoder(CPCEncoder):
         in_channels: int = 1,
         frontend: Frontend = "log-mel",
         n_mels: Positive = 40,
+        mean_norm: bool = False,
         kernels: tuple[int, ...] | None = None,
         strides: tuple[int, ...] | None = None,
         channels: int = 256,
@@ -243,7 +253,7 @@ class CPCAudioEncoder(CPCEncoder):
             (3, 3, 3), (1, 1, 1))
         super().__init__(in_channels, kernels or default_kernels, strides or default_strides, channels, context,
                          hidden_dim, context_layers, heads, pooling, standardize, sample_rate=sample_rate,
-                         features=features, frontend=LogMel(sample_rate, n_mels) if frontend == "log-mel" else None)
+                         features=features, frontend=LogMel(sample_rate, n_mels, mean_norm) if frontend == "log-mel" else None)
 
 
 class CPCSeriesEncoder(CPCEncoder):

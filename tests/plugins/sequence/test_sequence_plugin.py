@@ -99,6 +99,7 @@ def test_a_padded_item_gets_the_features_it_gets_alone(pooling):
     {"pooling": "mean+std", "features": "both"},
     {"pooling": "mean", "frontend": "log-mel", "kernels": [3, 3], "strides": [1, 1]},
     {"pooling": "mean+std", "frontend": "log-mel", "kernels": [3, 3], "strides": [1, 2], "features": "local"},
+    {"mean_norm": True},
 ])
 def test_a_padded_recording_gets_the_features_it_gets_alone(params):
     torch.manual_seed(0)
@@ -120,6 +121,18 @@ def test_log_mel_front_end_matches_torchaudio():
     assert torch.allclose(encoder.frontend(x), torch.log(reference(x[:, 0]) + 1e-6), atol=1e-5)
     assert encoder.output_length(4000) == (4000 - 200) // 80 + 1 - 2  # 48 spectrogram frames, kernel 3
     assert not any("frontend" in key for key in encoder.state_dict())  # computed, not saved
+
+
+def test_mean_norm_centres_every_mel_band_over_the_valid_frames():
+    encoder = CPCAudioEncoder(sample_rate=8000, mean_norm=True, **TINY_AUDIO)
+    x = pad_with_nan([torch.randn(1, 4000), torch.randn(1, 2000)])
+    lengths = torch.tensor([4000, 2000])
+    bands = encoder.frontend(torch.nan_to_num(x), lengths)  # (2, 40, 48)
+    frames = encoder.frontend.frames(lengths)
+    assert frames.tolist() == [48, 23]
+    for i, count in enumerate(frames.tolist()):
+        assert torch.allclose(bands[i, :, :count].mean(dim=1), torch.zeros(40), atol=1e-4)
+        assert bands[i, :, count:].abs().sum() == 0
 
 
 def test_mean_std_pooling_of_both_features():
