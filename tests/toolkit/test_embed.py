@@ -168,9 +168,9 @@ def test_a_folder_of_audio_files_and_an_npy_of_series_embed_with_a_sequence_enco
         write_wav(tmp_path / "audio" / name, rng.uniform(-0.5, 0.5, 400))
     audio = toolkit.embed(run.run_dir, tmp_path / "audio", out=tmp_path / "audio.npz", log=QUIET)
     assert audio.ids == ["no/c.wav", "yes/a.wav", "yes/b.wav"] and audio.labels.tolist() == [0, 1, 1]
-    assert audio.vectors.shape == (3, 8) and np.isfinite(audio.vectors).all()
+    assert audio.vectors.shape == (3, 32) and np.isfinite(audio.vectors).all()  # mean+std of [z, c]: 2 (8 + 8)
     series = toolkit.embed(run.run_dir, folder / "series.npy", log=QUIET)
-    assert series.vectors.shape == (48, 8) and series.ids[-1] == "47" and series.labels is None
+    assert series.vectors.shape == (48, 32) and series.ids[-1] == "47" and series.labels is None
 
 
 @pytest.fixture(scope="module")
