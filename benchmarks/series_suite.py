@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sequence_probe import probe  # noqa: E402
+from toolkit.recipe import load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "ucr_uea"
@@ -56,7 +57,7 @@ def main() -> None:
                 overrides = [f"data.name={source}", f"data.path={path}", "data.limit=null",
                              f"encoder.in_channels={channels}", f"augmentation.window={window}",
                              f"schedule.epochs={10 ** 6}", f"schedule.max_steps={args.steps}", *args.overrides]
-                if "cpc" in recipe.read_text().split("objective:")[1].split("\n")[0]:
+                if load(recipe).values["objective"]["name"] == "cpc":
                     overrides.append(f"objective.prediction_steps={max(1, min(8, window // 4))}")
                 print(f"{name} / {recipe.name}", file=sys.stderr, flush=True)
                 results.setdefault(name, {})[recipe.stem] = probe(recipe, overrides, ["class"])

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +95,17 @@ def tiny_bert(folder: Path, sentences: list[str]) -> Path:
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> Path:
+    """A 16-bit PCM wav of ``samples``: ``(L,)`` mono or ``(L, C)``, integer values in int16 range
+    (cast), creating its folder."""
+    samples = np.asarray(samples)
+    samples = samples[:, None] if samples.ndim == 1 else samples
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(samples.shape[1])
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.astype("<i2").tobytes())
+    return path

@@ -43,7 +43,7 @@ from toolkit.interfaces import (Augmentation, Batch, DataSource, Encoder, Object
 from toolkit.optim import parameter_groups, warmup_cosine
 from toolkit.progress import Progress, duration
 from toolkit.plugins import Plugins
-from toolkit.recipe import Recipe, load, resolve
+from toolkit.recipe import Recipe, flatten, load, resolve
 from toolkit.rundir import RECIPE, RunDirectory, RunDirectoryError
 from toolkit.sync_batchnorm import convert_sync_batchnorm
 
@@ -585,17 +585,6 @@ def _recipe_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
     """``{dotted.key: (before, after)}`` for every setting that differs (``{}`` without ``before``)."""
     if before is None:
         return {}
-    flat_before, flat_after = _flatten(before), _flatten(after)
+    flat_before, flat_after = flatten(before), flatten(after)
     return {key: (flat_before.get(key), flat_after.get(key)) for key in sorted(flat_before.keys() | flat_after.keys())
             if flat_before.get(key) != flat_after.get(key)}
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-

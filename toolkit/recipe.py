@@ -220,6 +220,17 @@ def build(plugins: Plugins, kind: str, block: Any, **available: Any) -> Any:
     return resolve_block(plugins, kind, block).build(**available)
 
 
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested recipe as ``{"dotted.key": value}`` (``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def plain_block(resolved: Resolved) -> dict[str, Any]:
     """A resolved block as YAML data (``{name: ..., **params}``; tuples as lists, paths as strings)."""
     params = {k: plain_block(v) if isinstance(v, Resolved) else v for k, v in resolved.params.items()}

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from toolkit import RunContext, hookimpl
 from toolkit.extras import MissingExtra, require
 from toolkit.plugins import env_flag
+from toolkit.recipe import flatten
 
 SWITCH = "SELFSUP_MLFLOW"
 PARAMS_PER_CALL = 100
@@ -102,7 +103,7 @@ class MlflowLogger:
     def _log_params(client: Any, run_id: str, recipe: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        params = [Param(key, str(value)[:PARAM_LENGTH]) for key, value in _flatten(recipe).items()]
+        params = [Param(key, str(value)[:PARAM_LENGTH]) for key, value in flatten(recipe).items()]
         for start in range(0, len(params), PARAMS_PER_CALL):
             client.log_batch(run_id, params=params[start:start + PARAMS_PER_CALL])
 
@@ -120,16 +121,6 @@ def _file_store_allowed() -> Iterator[None]:
     finally:
         if before is None:
             os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 logger = MlflowLogger()

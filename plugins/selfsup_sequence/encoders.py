@@ -143,8 +143,10 @@ class CPCEncoder(Encoder):
     def forward(self, x: Tensor) -> Tensor:
         lengths = valid_lengths(x)
         z = self.encode(x)
-        frames = {"context": lambda: self.context(z), "local": lambda: z,
-                  "both": lambda: torch.cat([z, self.context(z)], dim=-1)}[self.features]()
+        frames = z
+        if self.features != "local":
+            c = self.context(z)
+            frames = c if self.features == "context" else torch.cat([z, c], dim=-1)
         if self.pooling == "sequence":
             return frames
         count = self.valid_frames(lengths).clamp(1, frames.shape[1]).to(frames.device)

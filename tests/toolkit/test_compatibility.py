@@ -13,7 +13,7 @@ from toolkit.engine import Trainer
 from toolkit.recipe import load_and_resolve
 
 from conftest import RECIPES
-from test_user_layouts import write_wav
+from helpers import write_wav
 
 
 @pytest.mark.parametrize("objective", ["nt-xent", "moco", "byol", "simsiam"])

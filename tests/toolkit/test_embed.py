@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from toolkit.cli import main
 from toolkit.evaluation import knn_scores
 
 from conftest import RECIPES, ROOT
-from helpers import QUIET, tiny_bert
+from helpers import QUIET, tiny_bert, write_wav
 
 CIFAR = ROOT / "data" / "cifar10_mini_jpeg.npz"
 ANIMALS = ["a dog runs in the park", "the cat sits on the mat", "a bird flies over the sea",
@@ -152,20 +151,11 @@ def series_run(tmp_path_factory) -> tuple[toolkit.Run, Path]:
     return toolkit.train(recipe, run_dir=folder / "run", log=QUIET), folder
 
 
-def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes((samples * 32767).astype(np.int16).tobytes())
-
-
 def test_a_folder_of_audio_files_and_an_npy_of_series_embed_with_a_sequence_encoder(series_run, tmp_path):
     run, folder = series_run
     rng = np.random.default_rng(1)
     for name in ("yes/a.wav", "yes/b.wav", "no/c.wav"):
-        write_wav(tmp_path / "audio" / name, rng.uniform(-0.5, 0.5, 400))
+        write_wav(tmp_path / "audio" / name, rng.uniform(-0.5, 0.5, 400) * 32767)
     audio = toolkit.embed(run.run_dir, tmp_path / "audio", out=tmp_path / "audio.npz", log=QUIET)
     assert audio.ids == ["no/c.wav", "yes/a.wav", "yes/b.wav"] and audio.labels.tolist() == [0, 1, 1]
     assert audio.vectors.shape == (3, 32) and np.isfinite(audio.vectors).all()  # mean+std of [z, c]: 2 (8 + 8)

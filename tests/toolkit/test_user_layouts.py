@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ from toolkit.recipe import load_and_resolve
 from selfsup_image.datasources import ImageFolder, ImageNpz
 from selfsup_sequence.datasources import AudioFolder, ucr_npz, ucr_ts
 from selfsup_sequence.series import series_file
+
+from helpers import write_wav
 
 TINY_IMAGE_RECIPE = """
 name: flat-folder
@@ -47,15 +48,6 @@ def photos(root: Path, classes: int = 2, per_class: int = 10, class_folders: boo
         for i in range(per_class):
             Image.new("RGB", (12, 12), (40 + 100 * c, i * 10, 0)).save(folder / f"{c}_{i}.png")
     return root
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.astype(np.int16).tobytes())
 
 
 def train(tmp_path: Path, recipe_text: str, *overrides: str) -> tuple[str, Path]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,20 +25,10 @@ from toolkit.recipe import load_and_resolve
 from toolkit.testing import check_augmentation, check_datasource, check_encoder, check_objective
 
 from conftest import RECIPES, SHARED_DATA, needs_shared_data
-from helpers import assert_same_state, kill_at
+from helpers import assert_same_state, kill_at, write_wav
 
 TINY_AUDIO = {"channels": 8, "hidden_dim": 8}
 TINY_SERIES = {"channels": 8, "hidden_dim": 8}
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> Path:
-    """``samples: (L, C)`` int16."""
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(samples.shape[1])
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.astype("<i2").tobytes())
-    return path
 
 
 # encoders
