@@ -167,9 +167,10 @@ def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class",
 def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
            holdout_fraction: float = 0.1) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
-    ``<Name>_TEST.ts`` (the ones named after the folder when it holds several), or one ``.ts`` file (then ``train`` and ``test`` are a seeded held-out
-    split of it, ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files
-    with ``@classLabel false`` are unlabelled."""
+    ``<Name>_TEST.ts`` (the ones named after the folder when it holds several), or one ``.ts``
+    file (then ``train`` and ``test`` are a seeded held-out split of it,
+    ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files with
+    ``@classLabel false`` are unlabelled."""
     one_list = not path.is_dir()
     if path.is_dir():
         named = path / f"{path.name}_{split.upper()}.ts"  # the archive's layout: <Name>/<Name>_TRAIN.ts

@@ -251,11 +251,15 @@ class CPCAudioEncoder(CPCEncoder):
     ) -> None:
         if frontend not in ("waveform", "log-mel"):
             raise ValueError(f"encoder.frontend must be waveform or log-mel; got {frontend!r}")
+        if mean_norm and frontend != "log-mel":
+            raise ValueError("encoder.mean_norm normalises log-mel bands: set encoder.frontend: log-mel, or drop "
+                             "mean_norm (encoder.standardize normalises a waveform)")
         default_kernels, default_strides = ((10, 8, 4, 4, 4), (5, 4, 2, 2, 2)) if frontend == "waveform" else (
             (3, 3, 3), (1, 1, 1))
+        front = LogMel(sample_rate, n_mels, mean_norm) if frontend == "log-mel" else None
         super().__init__(in_channels, kernels or default_kernels, strides or default_strides, channels, context,
                          hidden_dim, context_layers, heads, pooling, standardize, sample_rate=sample_rate,
-                         features=features, frontend=LogMel(sample_rate, n_mels, mean_norm) if frontend == "log-mel" else None)
+                         features=features, frontend=front)
 
 
 class CPCSeriesEncoder(CPCEncoder):

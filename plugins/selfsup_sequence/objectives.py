@@ -40,7 +40,8 @@ class CPC(Objective):
     by the engine), on rank 0 under torchrun, so W processes draw what one process would.
 
     Needs an encoder with ``encode(x) -> z: (N, T, z_dim)``, ``context(z) -> c: (N, T, c_dim)``
-    and ``valid_frames(lengths) -> (N,)`` (``cpc-audio``, ``cpc-series``); the projector is not used (keep ``identity``).
+    and ``valid_frames(lengths) -> (N,)`` (``cpc-audio``, ``cpc-series``); the projector is not
+    used (keep ``identity``).
     Metrics: ``cpc_acc`` (mean) and ``cpc_acc_k{k}``, the top-1 accuracy of step ``k``.
 
     >>> objective = CPC(encoder=CPCAudioEncoder(), prediction_steps=12, num_negatives=128)
@@ -59,9 +60,9 @@ class CPC(Objective):
         missing = [m for m in ("encode", "context", "valid_frames") if not callable(getattr(encoder, m, None))]
         missing += [a for a in ("z_dim", "c_dim") if not isinstance(getattr(encoder, a, None), int)]
         if missing:
-            raise TypeError(f"objective cpc needs an encoder with encode(x) -> z, context(z) -> c, valid_frames(lengths), "
-                            f"z_dim and c_dim (cpc-audio, cpc-series); encoder {type(encoder).__name__} lacks "
-                            f"{', '.join(missing)}")
+            raise TypeError(f"objective cpc needs an encoder with encode(x) -> z, context(z) -> c, "
+                            f"valid_frames(lengths), z_dim and c_dim (cpc-audio, cpc-series); encoder "
+                            f"{type(encoder).__name__} lacks {', '.join(missing)}")
         if negatives_from not in ("batch", "same_sequence"):
             raise ValueError(f"objective.negatives_from must be batch or same_sequence, got {negatives_from!r}")
         self.predictors = nn.ModuleList(

@@ -123,6 +123,11 @@ def test_mean_norm_centres_every_mel_band_over_the_valid_frames():
         assert bands[i, :, count:].abs().sum() == 0
 
 
+def test_mean_norm_without_the_log_mel_front_end_is_refused():
+    with pytest.raises(ValueError, match="frontend: log-mel"):
+        CPCAudioEncoder(frontend="waveform", mean_norm=True, **TINY_AUDIO)
+
+
 def test_mean_std_pooling_of_both_features():
     torch.manual_seed(0)
     encoder = CPCSeriesEncoder(pooling="mean+std", features="both", **TINY_SERIES).eval()
@@ -445,4 +450,5 @@ def test_selfsup_command_trains_the_tiny_recipe_and_the_export_embeds_raw_series
     series = [torch.randn(1, 150), torch.cat([torch.randn(1, 90), torch.full((1, 60), math.nan)], dim=1)]
     with torch.no_grad():
         features = encoder(encoder.collate()([transform(x) for x in series]))
-    assert features.shape == (2, encoder.output_dim) == (2, 64)  # mean+std of [z, c], 16 + 16 wide and torch.isfinite(features).all()
+    assert features.shape == (2, encoder.output_dim) == (2, 64)  # mean+std of [z, c], 16 + 16 wide
+    assert torch.isfinite(features).all()
