@@ -36,6 +36,7 @@ from toolkit.errors import DataError, SelfsupError
 from toolkit.interfaces import DataSource
 
 PAGE = "index.html"
+REPORT_FIGURES = ("train_*.png", "eval_*.png", "embedding_map.png")  # what write_report draws
 EXPORT = "encoder"
 THUMBNAIL = 96
 
@@ -50,7 +51,7 @@ def write_report(run_dir: str | Path, plugins: Any = None, out: str | Path | Non
     ``neighbours`` nearest among at most ``max_database`` training items (seeded samples)."""
     from toolkit import figures
     from toolkit.plugins import default_plugins
-    from toolkit.rundir import RECIPE, RunDirectory
+    from toolkit.rundir import RECIPE, RunDirectory, write_atomic
 
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE).is_file():
@@ -58,8 +59,9 @@ def write_report(run_dir: str | Path, plugins: Any = None, out: str | Path | Non
                         f"wrote (--run-dir)")
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.png"):
-        stale.unlink()
+    for pattern in REPORT_FIGURES:  # the previous report's figures only: --out may hold the user's own files
+        for stale in out.glob(pattern):
+            stale.unlink()
     plugins = plugins or default_plugins()
     page = _Page(run_dir.name)
     records = RunDirectory(run_dir).read_metrics()
@@ -80,7 +82,7 @@ def write_report(run_dir: str | Path, plugins: Any = None, out: str | Path | Non
     page.section("Plugins", _plugins_table(plugins, recipe))
     page.section("Machine and time", _machine_table(history))
     path = out / PAGE
-    path.write_text(page.render(), encoding="utf-8")
+    write_atomic(path, page.render())
     return path
 
 

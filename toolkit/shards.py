@@ -35,6 +35,7 @@ from toolkit.components import Resolved
 from toolkit.errors import DataError, RecipeError
 from toolkit.extras import require
 from toolkit.interfaces import DataSource
+from toolkit.rundir import write_atomic
 
 if TYPE_CHECKING:
     from toolkit.plugins import Plugins
@@ -180,9 +181,7 @@ def pack_source(source: DataSource, out_dir: Path, shard_size: int = 1000, image
            "split_note": source.split_note, "source": description}
     shardlist = [{"url": name, "nsamples": count, **({"labels": shard_labels[i]} if labels is not None else {})}
                  for i, (name, count) in enumerate(zip(shards, counts))]
-    temporary = out_dir / f".{INDEX}.tmp"
-    temporary.write_text(json.dumps({"wids_version": 1, "shardlist": shardlist, "selfsup": own}), encoding="utf-8")
-    os.replace(temporary, out_dir / INDEX)
+    write_atomic(out_dir / INDEX, json.dumps({"wids_version": 1, "shardlist": shardlist, "selfsup": own}))
     return read_index(out_dir / INDEX)
 
 
@@ -222,6 +221,19 @@ def _write_shard(path: Path, source: DataSource, positions: Sequence[int], label
                  progress: Callable[[int], None] | None) -> list[str]:
     """Write the samples at ``positions`` to the shard ``path``; return their item fields."""
     temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fields = _write_tar(temporary, source, positions, labels, width, image_format, sample_rate, progress)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # an item that cannot be encoded leaves no half-written shard behind
+        raise
+    os.replace(temporary, path)
+    return fields or []
+
+
+def _write_tar(temporary: Path, source: DataSource, positions: Sequence[int], labels: Tensor | None, width: int,
+               image_format: ImageFormat, sample_rate: int | None,
+               progress: Callable[[int], None] | None) -> list[str] | None:
+    """Encode the samples at ``positions`` into the tar ``temporary``; return their item fields."""
     fields: list[str] | None = None
     with tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
         for position in positions:
@@ -240,8 +252,7 @@ def _write_shard(path: Path, source: DataSource, positions: Sequence[int], label
                 tar.addfile(member, io.BytesIO(data))
             if progress is not None:
                 progress(1)
-    os.replace(temporary, path)
-    return fields or []
+    return fields
 
 
 def _image_channels(item: Any) -> int | None:

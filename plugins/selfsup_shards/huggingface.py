@@ -58,7 +58,8 @@ class HFDataset(ShardedSource):
             counts, labels, classes, one_list = self._memory_mapped(path, split)
             buffer = None
         self.select(counts, labels, split, one_list, limit, holdout_fraction, f"dataset {path}", buffer, on_error)
-        self.num_classes, self.class_names = label_classes(self.labels, classes, None)
+        # counted over every row, as webdataset does: a split or a limit must not lose a class
+        self.num_classes, self.class_names = label_classes(labels, classes, None)
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._pid = os.getpid()
 

@@ -104,8 +104,13 @@ def test_the_page_names_the_map_method_the_metrics_recipe_plugins_and_machine(re
 
 def test_a_second_report_replaces_the_first_and_can_go_elsewhere(reported_run, tmp_path, plugins):
     run_dir = reported_run[0]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mine.png").write_bytes(b"a user's own figure")
+    (tmp_path / "elsewhere" / "train_loss.png").write_bytes(b"a previous report's figure")
     page = write_report(run_dir, plugins, out=tmp_path / "elsewhere", max_points=50, queries=3, neighbours=2)
     assert page == tmp_path / "elsewhere" / "index.html"
+    assert (tmp_path / "elsewhere" / "mine.png").read_bytes() == b"a user's own figure"  # not the report's: kept
+    assert (tmp_path / "elsewhere" / "train_loss.png").read_bytes() != b"a previous report's figure"
     assert parse(page).neighbour_rows == 1 + 3
     assert "50 test items" in page.read_text(encoding="utf-8")
 

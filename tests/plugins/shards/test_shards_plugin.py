@@ -103,6 +103,13 @@ def test_packing_shuffles_items_across_shards_and_keeps_their_keys(tmp_path):
                                                                                              for i in range(30)]
 
 
+def test_an_item_of_another_kind_stops_packing_without_leaving_a_partial_shard(tmp_path):
+    mixed = Items([torch.zeros(3, 4, 4, dtype=torch.uint8)] * 3 + ["a string among images"])
+    with pytest.raises(DataError, match="items of one kind"):
+        pack_source(mixed, tmp_path, shard_size=10)
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("*.tar"))
+
+
 def test_one_channel_images_stay_one_channel(tmp_path):
     original = images(4, channels=1)
     pack_source(original, tmp_path)
