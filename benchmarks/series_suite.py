@@ -6,7 +6,9 @@ dataset: the four sets in ``../shared/data/ucr_uea`` (``.npz``) and the classifi
 is the only network this needs). A recipe is adapted to each set by overrides only: the data
 source and path, ``encoder.in_channels``, ``augmentation.window`` (the longest training series,
 at most ``--max-window``), for CPC ``objective.prediction_steps`` (at most a quarter of the
-window), and ``--steps`` optimizer steps.
+window), with ``--depth-from-window`` for TS2Vec ``encoder.depth`` (the smallest whose receptive
+field lets every step see the whole window, :func:`depth_for_window`), and ``--steps`` optimizer
+steps.
 
     python benchmarks/series_suite.py --recipe recipes/ts2vec-ucr-gunpoint.yaml \\
         --recipe recipes/cpc-ucr-gunpoint.yaml --aeon-wheel /tmp/aeon/aeon-1.6.0-py3-none-any.whl
@@ -44,6 +46,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", help="only these (default: every set found)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--max-window", type=int, default=512)
+    parser.add_argument("--depth-from-window", action="store_true",
+                        help="TS2Vec: the smallest encoder.depth whose receptive field covers the window both ways")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra overrides for every run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as unpacked:
@@ -57,13 +61,26 @@ def main() -> None:
                 overrides = [f"data.name={source}", f"data.path={path}", "data.limit=null",
                              f"encoder.in_channels={channels}", f"augmentation.window={window}",
                              f"schedule.epochs={10 ** 6}", f"schedule.max_steps={args.steps}", *args.overrides]
-                if load(recipe).values["objective"]["name"] == "cpc":
+                objective = load(recipe).values["objective"]["name"]
+                if objective == "cpc":
                     overrides.append(f"objective.prediction_steps={max(1, min(8, window // 4))}")
+                if objective == "ts2vec" and args.depth_from_window:
+                    overrides.append(f"encoder.depth={depth_for_window(window)}")
                 print(f"{name} / {recipe.name}", file=sys.stderr, flush=True)
                 results.setdefault(name, {})[recipe.stem] = probe(recipe, overrides, ["class"])
     summary = {name: {recipe: _row(run["probes"]["class"]) for recipe, run in runs.items()}
                for name, runs in results.items()}
-    print(json.dumps({"steps": args.steps, "summary": summary, "runs": results}, indent=2))
+    print(json.dumps({"steps": args.steps, "depth_from_window": args.depth_from_window, "summary": summary, "runs": results}, indent=2))
+
+
+def depth_for_window(window: int, kernel_size: int = 3) -> int:
+    """The smallest TS2Vec depth ``d`` whose receptive field ``R = 1 + 2 (k - 1) (2^(d + 1) - 1)``
+    is at least ``2 window - 1``: with "same" padding step ``t`` then sees ``t - window + 1 ..
+    t + window - 1``, every step of the window, and no block only convolves padding."""
+    depth = 0
+    while 1 + 2 * (kernel_size - 1) * (2 ** (depth + 1) - 1) < 2 * window - 1:
+        depth += 1
+    return depth
 
 
 def _row(probes: dict[str, dict[str, float]]) -> dict[str, str]:

@@ -49,13 +49,14 @@ class FSDD(DataSource):
     official split) or ``all``. ``label``: ``digit`` (10 classes) or ``speaker`` (6 classes,
     in the file's ``speaker_names`` order; every speaker is in both splits). ``speakers`` keeps
     the recordings of the named speakers only (``[theo, yweweler]``): training on some speakers
-    and probing on the others tests what carries over to voices never heard. Items ``(1, L)`` in
-    ``[-1, 1)`` at the encoder's sample rate.
+    and probing on the others tests what carries over to voices never heard; ``digits`` keeps
+    the recordings of the given digits only (``[5, 6, 7, 8, 9]``), the same for words never
+    heard. Items ``(1, L)`` in ``[-1, 1)`` at the encoder's sample rate.
     """
 
     def __init__(self, path: Path, split: Literal["train", "test", "all"] = "train",
                  label: Literal["digit", "speaker"] = "digit", speakers: list[str] | None = None,
-                 limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
+                 digits: list[int] | None = None, limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
         if split not in ("train", "test", "all") or label not in ("digit", "speaker"):
             raise ValueError(f"fsdd: split must be train|test|all and label digit|speaker, got {split!r}, {label!r}")
         with np.load(_existing(path)) as archive:
@@ -64,6 +65,10 @@ class FSDD(DataSource):
             keep = np.ones(len(offsets) - 1, dtype=bool) if split == "all" else archive["is_test"] == (split == "test")
             if speakers is not None:
                 keep &= np.isin(archive["speaker"], _speaker_indices(archive, speakers, path))
+            if digits is not None:
+                if not digits or not set(digits) <= set(range(10)):
+                    raise ValueError(f"fsdd: data.digits must list digits 0-9 to keep, got {digits!r}")
+                keep &= np.isin(archive["label"], digits)
             chosen = np.flatnonzero(keep)
             labels = archive["label" if label == "digit" else "speaker"]
             self.native_rate = int(archive["sample_rate"])

@@ -397,6 +397,15 @@ def test_fsdd_keeps_the_named_speakers():
 
 
 @needs_shared_data
+def test_fsdd_keeps_the_given_digits():
+    unheard = FSDD(path=FSDD_NPZ, split="test", label="speaker", digits=[5, 6, 7, 8, 9])
+    assert len(unheard) == 150 and unheard.num_classes == 6
+    assert set(FSDD(path=FSDD_NPZ, split="train", digits=[0, 4]).labels.tolist()) == {0, 4}
+    with pytest.raises(ValueError, match="data.digits must list digits 0-9.*10"):
+        FSDD(path=FSDD_NPZ, digits=[10])
+
+
+@needs_shared_data
 def test_fsdd_resamples_to_the_encoder_rate():
     native = FSDD(path=FSDD_NPZ, split="test", limit=1)[0]
     upsampled = FSDD(path=FSDD_NPZ, split="test", limit=1, input_spec={"sample_rate": 16000})[0]
@@ -411,8 +420,8 @@ def test_ucr_npz_reads_basicmotions_with_six_channels():
 
 # recipes and training
 
-CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-fsdd-16k.yaml", "cpc-fsdd-unseen-speakers.yaml", "cpc-ucr-gunpoint.yaml",
-               "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml", "tiny/cpc-audio.yaml"]
+CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-fsdd-16k.yaml", "cpc-fsdd-unseen-speakers.yaml", "cpc-fsdd-unheard-digits.yaml",
+               "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml", "tiny/cpc-audio.yaml"]
 
 
 @pytest.mark.parametrize("name", CPC_RECIPES)
