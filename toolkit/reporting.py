@@ -23,7 +23,6 @@ import base64
 import datetime
 import html
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -64,8 +63,8 @@ def write_report(run_dir: str | Path, plugins: Any = None, out: str | Path | Non
             stale.unlink()
     plugins = plugins or default_plugins()
     page = _Page(run_dir.name)
-    records = RunDirectory(run_dir).read_metrics()
-    history = _history(run_dir)
+    run = RunDirectory(run_dir)
+    records, history = run.read_metrics(), run.read_history()
     page.summary(run_dir, records, history)
     page.figures("Training", _training_figures(records, out, figures),
                  "No training step is logged yet." if not any(r.get("kind") == "train" for r in records) else "")
@@ -392,15 +391,6 @@ def _recipe(run_dir: Path, plugins: Any, trust_plugins: bool) -> Any:
     from toolkit.rundir import RECIPE
 
     return resolve(load(run_dir / RECIPE), plugins, trust_plugins)
-
-
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    from toolkit.rundir import HISTORY
-
-    path = run_dir / HISTORY
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _plugins_table(plugins: Any, recipe: Any) -> str:

@@ -88,25 +88,13 @@ class RunDirectory:
         return path.stat().st_size if path.exists() else 0
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Every whole record; a torn last line (a write cut by a full disk or a kill) is dropped
-        with a warning."""
-        path = self.path / METRICS
-        if not path.exists():
-            return []
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if number != len(lines):
-                    raise RunDirectoryError(f"{path}:{number}: not a JSON record; the file was edited or damaged "
-                                            f"(remove that line to continue)") from None
-                print(f"warning: {path}:{number}: dropped a torn last record (a write was cut short)",
-                      file=sys.stderr)
-        return records
+        """Every whole record of ``metrics.jsonl`` (:meth:`read_history` for ``history.jsonl``);
+        a torn last line (a write cut by a full disk or a kill) is dropped with a warning."""
+        return _read_records(self.path / METRICS)
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """Every whole event of ``history.jsonl``, read as :meth:`read_metrics` reads its file."""
+        return _read_records(self.path / HISTORY)
 
     def truncate_metrics(self, size: int | None, step: int) -> None:
         """Cut ``metrics.jsonl`` back to what it held when the checkpoint being resumed was
@@ -127,6 +115,26 @@ class RunDirectory:
         ``history.jsonl``."""
         _append_line(self.path / HISTORY, json.dumps({"event": event, "time": _now(), "host": socket.gethostname(),
                                                       "pid": os.getpid(), **details}))
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a ``.jsonl`` file, one per line; a torn last line is dropped with a
+    warning, a bad line before it is an error naming it."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise RunDirectoryError(f"{path}:{number}: not a JSON record; the file was edited or damaged "
+                                        f"(remove that line to continue)") from None
+            print(f"warning: {path}:{number}: dropped a torn last record (a write was cut short)", file=sys.stderr)
+    return records
 
 
 @contextlib.contextmanager

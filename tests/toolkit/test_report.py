@@ -115,6 +115,15 @@ def test_a_second_report_replaces_the_first_and_can_go_elsewhere(reported_run, t
     assert "50 test items" in page.read_text(encoding="utf-8")
 
 
+def test_a_torn_last_history_event_is_dropped_with_a_warning(reported_run, tmp_path, plugins, capsys):
+    run_dir = shutil.copytree(reported_run[0], tmp_path / "run")
+    with open(run_dir / "history.jsonl", "a") as handle:
+        handle.write('{"event": "resu')  # a write cut by a kill
+    page = write_report(run_dir, plugins, max_points=50, queries=3, neighbours=2)
+    assert "finished" in page.read_text(encoding="utf-8")
+    assert "history.jsonl:3: dropped a torn last record" in capsys.readouterr().err
+
+
 def test_selfsup_report_prints_the_page(reported_run, capsys):
     assert main(["report", str(reported_run[0]), "--max-points", "64"]) == 0
     assert capsys.readouterr().out.strip() == str(reported_run[0] / "report" / "index.html")
