@@ -142,13 +142,15 @@ class AudioFolder(DataSource):
 
 @declare(Contract(produces={"sequence"}))
 def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
-            holdout_fraction: float = 0.1) -> SeriesSet:
+            holdout_fraction: float = 0.1, standardize: bool = False) -> SeriesSet:
     """A UCR/UEA dataset as npz: ``x_{split}`` float ``(N, C, L)`` (or ``(N, L)``), optional
     ``y_{split}`` int labels (without them the data is unlabelled).
 
     Shorter series are NaN-padded at the end (kept: the augmentations and encoders trim it). A
     file without ``x_test`` has no test split: ``train`` and ``test`` are a seeded held-out split
     of ``x_train`` (``eval.holdout_fraction``). ``label: class`` is the only label UCR data carries.
+    ``standardize: true`` scales every channel of every split by the mean and standard deviation
+    of ``x_train`` (:func:`~selfsup_sequence.series.series_split`).
     """
     path = _existing(path)
     if path.suffix.lower() != ".npz":
@@ -165,27 +167,38 @@ def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class",
         _require(archive.files, [key], path)
         x = archive[key]
         y = archive["y" + key[1:]] if "y" + key[1:] in archive.files else None
-    return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})")
+        train = archive["x_train"] if standardize and not one_list and "x_train" in archive.files else None
+    return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})", None, standardize, train)
 
 
 @declare(Contract(produces={"sequence"}))
 def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", limit: int | None = None,
-           holdout_fraction: float = 0.1) -> SeriesSet:
+           holdout_fraction: float = 0.1, standardize: bool = False) -> SeriesSet:
     """A UCR/UEA ``.ts`` dataset: ``path`` is a folder with ``<Name>_TRAIN.ts`` and
     ``<Name>_TEST.ts`` (the ones named after the folder when it holds several), or one ``.ts``
     file (then ``train`` and ``test`` are a seeded held-out split of it,
     ``eval.holdout_fraction``); variable lengths are NaN-padded at the end. Files with
-    ``@classLabel false`` are unlabelled."""
+    ``@classLabel false`` are unlabelled. ``standardize: true`` scales every channel of every
+    split by the mean and standard deviation of the training series
+    (:func:`~selfsup_sequence.series.series_split`)."""
     one_list = not path.is_dir()
-    if path.is_dir():
-        named = path / f"{path.name}_{split.upper()}.ts"  # the archive's layout: <Name>/<Name>_TRAIN.ts
-        found = [named] if named.is_file() else sorted(path.glob(f"*_{split.upper()}.ts"))
-        if len(found) != 1:
-            raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {path}, found "
-                                    f"{[f.name for f in found] or 'none'}")
-        path = found[0]
+    train = None
+    if not one_list:
+        if standardize:
+            train = read_ts(_split_file(path, "train"))[0]
+        path = _split_file(path, split)
     x, y, class_names = read_ts(_existing(path))
-    return series_split(x, y, split, one_list, limit, holdout_fraction, str(path), class_names)
+    return series_split(x, y, split, one_list, limit, holdout_fraction, str(path), class_names, standardize, train)
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    """``<folder>/<Name>_<SPLIT>.ts``: the one named after the folder when it holds several."""
+    named = folder / f"{folder.name}_{split.upper()}.ts"  # the archive's layout: <Name>/<Name>_TRAIN.ts
+    found = [named] if named.is_file() else sorted(folder.glob(f"*_{split.upper()}.ts"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"ucr-ts: expected one *_{split.upper()}.ts file in {folder}, found "
+                                f"{[f.name for f in found] or 'none'}")
+    return found[0]
 
 
 def read_audio(file: Path) -> tuple[Tensor, int]:

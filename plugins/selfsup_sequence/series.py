@@ -45,25 +45,55 @@ class SeriesSet(DataSource):
 
 
 def series_split(x: np.ndarray, y: np.ndarray | None, split: str, one_list: bool, limit: int | None,
-                 holdout_fraction: float, where: str, class_names: list[str] | None = None) -> SeriesSet:
+                 holdout_fraction: float, where: str, class_names: list[str] | None = None,
+                 standardize: bool = False, train: np.ndarray | None = None) -> SeriesSet:
     """``x: (N, C, L)`` or ``(N, L)`` and integer labels ``y: (N,)`` (or ``None``) as the
     :class:`SeriesSet` of ``split``: a held-out part of them when they are ``one_list``
-    (:func:`toolkit.data.holdout_split`), all of them otherwise; then ``limit`` items."""
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"{where}: series must be (N, C, L) or (N, L), got shape {x.shape}")
+    (:func:`toolkit.data.holdout_split`), all of them otherwise; then ``limit`` items.
+
+    ``standardize`` maps every channel to ``(x - mean_c) / std_c``, both over every value of
+    the training series (``train``, the data's own training split, or, for ``one_list`` data,
+    the training part of the held-out split), so that every split is scaled alike: TS2Vec's
+    preprocessing of UEA data (Yue et al. 2022). It keeps the differences of level between
+    series that per-item standardisation (the encoders' ``standardize``) erases."""
+    x = _three_dims(x, where)
     labels = None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64))
     if labels is not None and len(labels) != len(x):
         raise ValueError(f"{where}: {len(x)} series but {len(labels)} labels")
     chosen, note = torch.arange(len(x)), None
     if one_list:
         chosen, note = holdout_split(len(x), split, holdout_fraction, labels, where)
+    if standardize:
+        if train is None:
+            train = x[holdout_split(len(x), "train", holdout_fraction, labels, where)[0].numpy()] if one_list else x
+        x = standardize_with(x, _three_dims(train, where), where)
     chosen = chosen[subset_indices(len(chosen), limit)]
     if labels is not None and class_names is None:
         class_names = [str(c) for c in range(int(labels.max()) + 1)]
     return SeriesSet(torch.from_numpy(x[chosen.numpy()].astype(np.float32)),
                      labels[chosen] if labels is not None else None, class_names, note)
+
+
+def standardize_with(x: np.ndarray, train: np.ndarray, where: str) -> np.ndarray:
+    """``(x - mean_c) / std_c`` for ``x: (N, C, L)``, with every channel's mean and standard
+    deviation over the present (non-NaN) values of ``train: (M, C, L')``; NaN stays NaN and a
+    constant channel is only centred."""
+    if train.shape[1] != x.shape[1]:
+        raise ValueError(f"{where}: the training series have {train.shape[1]} channels, these {x.shape[1]}")
+    present = ~np.isnan(train)
+    if not present.any(axis=(0, 2)).all():
+        raise ValueError(f"{where}: data.standardize: a channel has no value in the training series")
+    mean = np.nanmean(train, axis=(0, 2), keepdims=True)
+    std = np.nanstd(train, axis=(0, 2), keepdims=True)
+    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def _three_dims(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3:
+        raise ValueError(f"{where}: series must be (N, C, L) or (N, L), got shape {x.shape}")
+    return x
 
 
 @declare(Contract(produces={"sequence"}))
@@ -79,6 +109,7 @@ def series_file(
     channels_last: bool = False,
     limit: int | None = None,
     holdout_fraction: float = 0.1,
+    standardize: bool = False,
 ) -> SeriesSet:
     """The ``series`` data source: one file of time series, with or without labels.
 
@@ -99,6 +130,8 @@ def series_file(
     label must be constant over its rows, a window takes its most frequent one. A file is one
     list: ``train`` and ``test`` are a seeded held-out split (``eval.holdout_fraction``), ``all``
     every series (for a test file: ``eval.test_data: {path: test.csv, split: all}``).
+    ``standardize: true`` scales every channel by the training part's mean and standard
+    deviation (:func:`series_split`).
     """
     path = Path(path)
     if not path.is_file():
@@ -113,7 +146,7 @@ def series_file(
         raise ValueError(f"{path}: the series source reads {', '.join(TABLE_SUFFIXES)} and .npy files; for UCR/UEA "
                          f"archives use ucr-npz (.npz) or ucr-ts (.ts)")
     y, class_names = (None, None) if values is None else encode_labels(values)
-    return series_split(x, y, split, True, limit, holdout_fraction, f"series file {path}", class_names)
+    return series_split(x, y, split, True, limit, holdout_fraction, f"series file {path}", class_names, standardize)
 
 
 def encode_labels(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:

@@ -17,6 +17,7 @@ from selfsup_sequence.augmentations import CPCAudioAugmentation, CPCSeriesAugmen
 from selfsup_sequence.datasources import FSDD, AudioFolder, read_audio, ucr_npz, ucr_ts
 from selfsup_sequence.encoders import CPCAudioEncoder, CPCSeriesEncoder, pad_with_nan
 from selfsup_sequence.objectives import CPC, cpc_info_nce, sample_negatives
+from selfsup_sequence.series import series_file
 from toolkit import load_encoder, load_eval_transform
 from toolkit.engine import Trainer
 from toolkit.interfaces import Batch
@@ -308,6 +309,36 @@ def test_ts_folder_with_variants_reads_the_file_named_after_it(tmp_path):
     assert ucr_ts(path=folder, split="train")[0].shape == (1, 3)
     (folder / "Toy_TRAIN.ts").unlink()
     assert ucr_ts(path=folder, split="train")[0].shape == (1, 4)  # the only one left
+
+
+def test_standardize_scales_every_split_by_the_training_series_per_channel(tmp_path):
+    generator = np.random.default_rng(0)
+    scale, shift = np.array([1.0, 100.0])[None, :, None], np.array([0.0, -50.0])[None, :, None]
+    x_train = (generator.normal(size=(6, 2, 5)) * scale + shift).astype(np.float32)
+    x_train[0, :, 3:] = np.nan  # a shorter series: its padding stays padding
+    x_test = (generator.normal(size=(4, 2, 5)) * scale + shift).astype(np.float32)
+    np.savez(tmp_path / "toy.npz", x_train=x_train, y_train=np.arange(6) % 2, x_test=x_test, y_test=np.arange(4) % 2)
+    train = ucr_npz(path=tmp_path / "toy.npz", split="train", standardize=True).series.numpy()
+    test = ucr_npz(path=tmp_path / "toy.npz", split="test", standardize=True).series.numpy()
+    mean, std = np.nanmean(x_train, axis=(0, 2)), np.nanstd(x_train, axis=(0, 2))
+    np.testing.assert_allclose(np.nanmean(train, axis=(0, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.nanstd(train, axis=(0, 2)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(test, (x_test - mean[None, :, None]) / std[None, :, None], rtol=1e-5, atol=1e-5)
+    assert np.isnan(train[0, :, 3:]).all() and not np.isnan(train[0, :, :3]).any()
+
+
+def test_standardize_of_ts_folders_and_one_list_files_uses_their_training_series(tmp_path):
+    (tmp_path / "Toy").mkdir()
+    (tmp_path / "Toy" / "Toy_TRAIN.ts").write_text("@classLabel true a b\n@data\n1,3:a\n5,7:b\n")
+    (tmp_path / "Toy" / "Toy_TEST.ts").write_text("@classLabel true a b\n@data\n4,6:a\n")
+    test = ucr_ts(path=tmp_path / "Toy", split="test", standardize=True)[0]  # train values 1, 3, 5, 7
+    assert test[0].tolist() == pytest.approx([0.0, 2 / math.sqrt(5)])
+    np.save(tmp_path / "x.npy", np.arange(40, dtype=np.float32).reshape(20, 1, 2) ** 2)
+    raw_train, raw_test = (series_file(tmp_path / "x.npy", split=split).series for split in ("train", "test"))
+    train, test = (series_file(tmp_path / "x.npy", split=split, standardize=True).series for split in ("train", "test"))
+    mean, std = raw_train.mean(), raw_train.std(unbiased=False)
+    torch.testing.assert_close(train, (raw_train - mean) / std)
+    torch.testing.assert_close(test, (raw_test - mean) / std)  # the held-out part, by the training part's statistics
 
 
 def test_ts_reader_names_the_file_and_line_of_bad_values(tmp_path):
