@@ -22,7 +22,8 @@ _PUBLIC = {
                            "NotEvaluable", "Objective", "ObjectiveOutput", "Projector", "RunContext", "pool"),
     "toolkit.hookspecs": ("Register", "hookimpl", "hookspec"),
     "toolkit.compatibility": ("Contract", "declare"),
-    "toolkit.errors": ("DataError", "PluginError", "RecipeError", "SelfsupError", "TrainingError"),
+    "toolkit.errors": ("DataError", "PluginError", "RecipeError", "SelfsupError", "TrainingError",
+                       "TrainingInterrupted"),
     "toolkit.views": ("concat_views", "embed_views", "forward_runs", "prediction_pairs"),
     "toolkit.momentum": ("MomentumTarget", "cosine_momentum", "ema_update"),
     "toolkit.memory": ("KeyQueue", "MemoryBank"),
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
                                     Evaluator, NotEvaluable, Objective, ObjectiveOutput, Projector, RunContext, pool)
     from toolkit.hookspecs import Register, hookimpl, hookspec  # noqa: F401
     from toolkit.compatibility import Contract, declare  # noqa: F401
-    from toolkit.errors import DataError, PluginError, RecipeError, SelfsupError, TrainingError  # noqa: F401
+    from toolkit.errors import (DataError, PluginError, RecipeError, SelfsupError, TrainingError,  # noqa: F401
+                                TrainingInterrupted)  # noqa: F401
     from toolkit.views import concat_views, embed_views, forward_runs, prediction_pairs  # noqa: F401
     from toolkit.momentum import MomentumTarget, cosine_momentum, ema_update  # noqa: F401
     from toolkit.memory import KeyQueue, MemoryBank  # noqa: F401

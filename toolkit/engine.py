@@ -34,7 +34,7 @@ from torch import nn
 
 from toolkit import checkpoint, cpu, distributed
 from toolkit.config import EvalConfig, ScheduleConfig, TrainerConfig
-from toolkit.errors import INTERRUPTED, DataError, RecipeError, SelfsupError, TrainingError
+from toolkit.errors import DataError, RecipeError, SelfsupError, TrainingError, TrainingInterrupted
 from toolkit.data import BatchFailure, BatchPlan, ViewBatches, epoch_loader
 from toolkit.evaluation import FeatureContext, run_evaluators
 from toolkit.export import export_encoder
@@ -57,16 +57,6 @@ RESUMABLE = ("optimizer.lr", "trainer.clip_grad_norm", "trainer.precision", "sch
 
 class TrainingDiverged(TrainingError):
     """The loss or the model state became NaN or infinite; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(TrainingError):
-    """A stop was requested (SIGTERM, Ctrl-C): the current step finished and a checkpoint was written."""
-
-    exit_status = INTERRUPTED
-
-    def __init__(self, message: str, signal_number: int | None) -> None:
-        super().__init__(message)
-        self.signal_number = signal_number
 
 
 class SelfSupervisedModel(nn.Module):
@@ -208,9 +198,20 @@ class Trainer:
                                  every_s=math.inf)
         try:
             return self._fit()
+        except BaseException as exception:
+            self._report_exception(exception)
+            raise
         finally:
             self.progress.close()
             self.progress = None
+
+    def _report_exception(self, exception: BaseException) -> None:
+        """``on_train_exception``; a hook's own failure is said, not raised over ``exception``."""
+        try:
+            self._call_hook("on_train_exception", run=self._run_context(), exception=exception)
+        except Exception as failure:
+            print(f"warning: an on_train_exception hook failed ({type(failure).__name__}: {failure}); "
+                  f"the training's own error follows", file=sys.stderr)
 
     def _fit(self) -> dict[str, float]:
         assert self.progress is not None

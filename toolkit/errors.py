@@ -43,3 +43,13 @@ class TrainingError(SelfsupError, RuntimeError):
 
 INTERRUPTED = 75
 """Exit status after a stop on SIGTERM or Ctrl-C that wrote a checkpoint (EX_TEMPFAIL: resume later)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """A stop was requested (SIGTERM, Ctrl-C): the current step finished and a checkpoint was written."""
+
+    exit_status = INTERRUPTED
+
+    def __init__(self, message: str, signal_number: int | None) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number

@@ -149,3 +149,13 @@ def on_eval_end(run: RunContext, step: int, metrics: dict[str, float], trainer: 
 @hookspec(warn_on_impl_args=_TRAINER_ARGUMENT)
 def on_train_end(run: RunContext, metrics: dict[str, float], trainer: Any) -> None:
     """Called once after the last training step with the final evaluation metrics."""
+
+
+@hookspec
+def on_train_exception(run: RunContext, exception: BaseException) -> None:
+    """Called once when training ends without finishing, instead of ``on_train_end``, with what
+    ``fit`` is about to raise: a stop (``toolkit.TrainingInterrupted``, after SIGTERM or
+    Ctrl-C: a checkpoint was written and ``selfsup train --resume`` continues), a divergence,
+    a data error, a ``KeyboardInterrupt`` or any other failure. The place for a tracker to close
+    its run as failed or killed. The exception is raised whatever the hook does; a hook that fails
+    itself is reported in one line and does not hide it. (A killed process runs no hook.)"""

@@ -8,7 +8,8 @@ so in one line and trains on). ``MLFLOW_TRACKING_URI`` sends it to a server or d
 id is kept in ``RUN_DIR/mlflow-run-id``).
 
 Logged: the resolved recipe as parameters (``optimizer.lr``, ...), ``train/<metric>`` at every
-optimizer step, ``eval/<metric>`` at every evaluation, the run's status at the end. Everything
+optimizer step, ``eval/<metric>`` at every evaluation, the run's status at the end: ``FINISHED``, ``KILLED``
+after a stop (SIGTERM, Ctrl-C; ``RUNNING`` again on resume) or ``FAILED``. Everything
 goes through an ``MlflowClient`` of its own: nothing process-wide (``mlflow.set_tracking_uri``,
 an active run) changes. Declared as the entry point ``mlflow = "selfsup_mlflow.plugin:logger"``.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolkit import RunContext, hookimpl
+from toolkit import RunContext, TrainingInterrupted, hookimpl
 from toolkit.extras import MissingExtra, require
 from toolkit.plugins import env_flag
 from toolkit.recipe import flatten
@@ -41,7 +42,8 @@ class _Tracked:
 
 
 class MlflowLogger:
-    """One MLflow run per selfsup run directory, open from ``on_train_start`` to ``on_train_end``."""
+    """One MLflow run per selfsup run directory, open from ``on_train_start`` to ``on_train_end``
+    (or ``on_train_exception``)."""
 
     def __init__(self) -> None:
         self._runs: dict[Path, _Tracked] = {}
@@ -83,10 +85,18 @@ class MlflowLogger:
 
     @hookimpl
     def on_train_end(self, run: RunContext, metrics: dict[str, float]) -> None:
+        self._terminate(run, "FINISHED")
+
+    @hookimpl
+    def on_train_exception(self, run: RunContext, exception: BaseException) -> None:
+        stopped = isinstance(exception, (TrainingInterrupted, KeyboardInterrupt))
+        self._terminate(run, "KILLED" if stopped else "FAILED")
+
+    def _terminate(self, run: RunContext, status: str) -> None:
         tracked = self._runs.pop(Path(run.run_dir), None)
         if tracked is not None:
             with _file_store_allowed():
-                tracked.client.set_terminated(tracked.run_id, status="FINISHED")
+                tracked.client.set_terminated(tracked.run_id, status=status)
 
     def _log(self, run: RunContext, prefix: str, step: int, metrics: dict[str, float]) -> None:
         tracked = self._runs.get(Path(run.run_dir))  # None: not enabled, or an evaluation outside training

@@ -38,6 +38,13 @@ class TensorBoardLogger:
 
     @hookimpl
     def on_train_end(self, run: RunContext, metrics: dict[str, float]) -> None:
+        self._close(run)
+
+    @hookimpl
+    def on_train_exception(self, run: RunContext, exception: BaseException) -> None:
+        self._close(run)  # what was logged up to the failure reaches the event file
+
+    def _close(self, run: RunContext) -> None:
         writer = self._writers.pop(Path(run.run_dir), None)
         if writer is not None:
             writer.close()

@@ -9,7 +9,9 @@ project (default ``selfsup``). A resumed run logs to the same wandb run (its id 
 ``RUN_DIR/wandb/run-id``).
 
 Logged: the resolved recipe as the config, ``train/<metric>`` at every optimizer step,
-``eval/<metric>`` at every evaluation, ``final/<metric>`` in the summary.
+``eval/<metric>`` at every evaluation, ``final/<metric>`` in the summary. A run that stops
+early is finished with a non-zero exit code (130 after a stop or Ctrl-C, 1 after a failure), so
+wandb marks it failed rather than leaving it running; a resume continues it.
 Declared as the entry point ``wandb = "selfsup_wandb.plugin:logger"``.
 """
 
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from toolkit import RunContext, hookimpl
+from toolkit import RunContext, TrainingInterrupted, hookimpl
 from toolkit.extras import MissingExtra, require
 from toolkit.plugins import env_flag
 
@@ -29,7 +31,8 @@ SWITCH = "SELFSUP_WANDB"
 
 
 class WandbLogger:
-    """One wandb run per selfsup run directory, open from ``on_train_start`` to ``on_train_end``."""
+    """One wandb run per selfsup run directory, open from ``on_train_start`` to ``on_train_end``
+    (or ``on_train_exception``)."""
 
     def __init__(self) -> None:
         self._runs: dict[Path, Any] = {}
@@ -68,6 +71,12 @@ class WandbLogger:
         if tracked is not None:
             tracked.summary.update({f"final/{key}": value for key, value in metrics.items()})
             tracked.finish()
+
+    @hookimpl
+    def on_train_exception(self, run: RunContext, exception: BaseException) -> None:
+        tracked = self._runs.pop(Path(run.run_dir), None)
+        if tracked is not None:
+            tracked.finish(exit_code=130 if isinstance(exception, (TrainingInterrupted, KeyboardInterrupt)) else 1)
 
     def _log(self, run: RunContext, prefix: str, step: int, metrics: dict[str, float]) -> None:
         tracked = self._runs.get(Path(run.run_dir))  # None: not enabled, or an evaluation outside training

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from toolkit import checkpoint, hookimpl
-from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, resolve_device
+from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, TrainingInterrupted, resolve_device
 from toolkit.errors import RecipeError
 from toolkit.interfaces import ObjectiveOutput
 from toolkit.recipe import load_and_resolve
 from toolkit.rundir import RunDirectoryError
 
-from helpers import assert_same_state, kill_at
+from helpers import assert_same_state, kill_at, make_trainer
 
 FAST = ["eval.evaluators=[]", "trainer.log_every=100"]
 
@@ -136,6 +136,50 @@ def test_lifecycle_hooks_fire_in_order(tiny_recipe, plugins, tmp_path):
     finally:
         plugins.manager.unregister(recorder)
     assert calls == ["start", "before1", "step1", "before2", "step2", "eval2", "end"]
+
+
+class ExceptionRecorder:
+    """Records the ``on_train_exception`` and ``on_train_end`` calls; fails in the first if told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.fail = fail
+
+    @hookimpl
+    def on_train_exception(self, run, exception):
+        self.calls.append(("exception", exception))
+        if self.fail:
+            raise OSError("the tracker's server is gone")
+
+    @hookimpl
+    def on_train_end(self, run, metrics):
+        self.calls.append(("end", metrics))
+
+
+def test_a_run_that_fails_calls_on_train_exception_once_and_not_on_train_end(tiny_recipe, plugins, tmp_path):
+    recorder = ExceptionRecorder()
+    plugins.manager.register(recorder)
+    try:
+        trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "optimizer.lr=1000000.0", "eval.evaluators=[]")
+        with pytest.raises(TrainingDiverged) as caught:
+            trainer.fit()
+    finally:
+        plugins.manager.unregister(recorder)
+    assert recorder.calls == [("exception", caught.value)]
+
+
+def test_a_failing_on_train_exception_hook_does_not_hide_the_training_error(tiny_recipe, plugins, tmp_path, capsys):
+    recorder = ExceptionRecorder(fail=True)
+    plugins.manager.register(recorder)
+    try:
+        trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "eval.evaluators=[]")
+        trainer.request_stop()  # a stop asked for before the first step: after it, a checkpoint and the stop
+        with pytest.raises(TrainingInterrupted, match="stopped by a stop request after step 1"):
+            trainer.fit()
+    finally:
+        plugins.manager.unregister(recorder)
+    assert [name for name, _ in recorder.calls] == ["exception"]
+    assert "an on_train_exception hook failed (OSError: the tracker's server is gone)" in capsys.readouterr().err
 
 
 def test_a_hook_that_asks_for_the_trainer_gets_it_with_a_deprecation_warning(tiny_recipe, plugins, tmp_path):

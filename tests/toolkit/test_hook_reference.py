@@ -17,7 +17,7 @@ TESTS = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "tests"
 
 
 def test_there_is_a_hook_per_component_kind_and_per_lifecycle_event():
-    assert len(HOOKS) == 14
+    assert len(HOOKS) == 15
 
 
 @pytest.mark.parametrize("name", sorted(HOOKS))

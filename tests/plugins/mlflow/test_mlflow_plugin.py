@@ -50,6 +50,29 @@ def test_a_resumed_run_logs_to_the_same_mlflow_run(enabled, tiny_recipe, plugins
     assert steps[-1] == 8 and set(steps) == set(range(1, 9))  # 4 and 5 twice: logged, killed, logged again
 
 
+def status(run_dir):
+    [run_folder] = (run_dir / "mlruns").glob(f"*/{(run_dir / 'mlflow-run-id').read_text().strip()}")
+    return yaml.safe_load((run_folder / "meta.yaml").read_text())["status"]
+
+
+def test_a_stopped_run_is_killed_then_running_again_on_resume_and_a_failed_one_failed(enabled, tiny_recipe, plugins,
+                                                                                     tmp_path):
+    from toolkit.engine import Trainer, TrainingDiverged, TrainingInterrupted
+
+    stopped = make_trainer(tiny_recipe, plugins, tmp_path / "stopped", "eval.evaluators=[]")
+    stopped.request_stop()
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit()
+    stopped.directory.unlock()
+    assert status(tmp_path / "stopped") == 5  # KILLED
+    Trainer.resume(tmp_path / "stopped", plugins, log=open(os.devnull, "w")).fit()
+    assert status(tmp_path / "stopped") == 3  # FINISHED
+    diverged = make_trainer(tiny_recipe, plugins, tmp_path / "diverged", "optimizer.lr=1000000.0", "eval.evaluators=[]")
+    with pytest.raises(TrainingDiverged):
+        diverged.fit()
+    assert status(tmp_path / "diverged") == 4  # FAILED
+
+
 def test_without_selfsup_mlflow_nothing_is_logged(tiny_recipe, plugins, tmp_path, monkeypatch):
     monkeypatch.delenv("SELFSUP_MLFLOW", raising=False)
     make_trainer(tiny_recipe, plugins, tmp_path / "run", "schedule.max_steps=2").fit()

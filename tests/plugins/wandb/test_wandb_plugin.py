@@ -77,6 +77,21 @@ def test_with_selfsup_wandb_a_run_logs_offline_into_its_directory(tiny_recipe, p
     assert run.display_name == "tiny" and run.project == "selfsup"
 
 
+def test_a_stopped_run_is_finished_with_a_non_zero_exit_code(tiny_recipe, plugins, tmp_path, monkeypatch):
+    from toolkit.engine import TrainingInterrupted
+
+    monkeypatch.setenv("SELFSUP_WANDB", "1")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    trainer = make_trainer(tiny_recipe, plugins, tmp_path / "run", "eval.evaluators=[]")
+    trainer.request_stop()
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    [file] = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    found = finished_records(file)
+    assert [r.exit.exit_code for r in found if r.WhichOneof("record_type") == "exit"] == [130]
+    assert history(found)["train/loss"] == [1]
+
+
 def test_without_selfsup_wandb_nothing_is_logged(tiny_recipe, plugins, tmp_path, monkeypatch):
     monkeypatch.delenv("SELFSUP_WANDB", raising=False)
     make_trainer(tiny_recipe, plugins, tmp_path / "run", "schedule.max_steps=2").fit()
