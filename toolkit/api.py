@@ -120,13 +120,9 @@ def train(recipe: str | Path | Mapping[str, Any] | None, overrides: Sequence[str
     try:
         trainer.fit()
     except BaseException:
-        trainer.directory.unlock()  # a failed or interrupted run can be resumed at once
+        trainer.directory.unlock()  # a failed or interrupted run can be resumed at once, in this process too
         raise
-    trainer.close()
-    if trainer.is_main:
-        print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=log, flush=True)
-        if trainer.config.report if report is None else report:
-            write_after_training(trainer, log)
+    finish_training(trainer, trainer.config.report if report is None else report, log)
     return Run(trainer.run_dir)
 
 
@@ -157,7 +153,17 @@ def report(run_dir: str | Path, out: str | Path | None = None, trust_plugins: bo
     return write_report(run_dir, _plugins(plugins_dir), out, trust_plugins, **options)
 
 
-def write_after_training(trainer: Trainer, log: TextIO) -> Path | None:
+def finish_training(trainer: Trainer, report: bool, log: TextIO) -> None:
+    """After a successful ``fit`` (``toolkit.train`` and ``selfsup train``): close the process
+    group, say where the encoder went and, if ``report``, write the report."""
+    trainer.close()  # after success only: a failed process must not wait for the others
+    if trainer.is_main:
+        print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=log, flush=True)
+        if report:
+            _write_report(trainer, log)
+
+
+def _write_report(trainer: Trainer, log: TextIO) -> Path | None:
     """The report at the end of ``selfsup train``: a failure that is not a bug (a missing
     ``[report]`` extra, data gone) is one warning line, and the finished run stands."""
     from toolkit.reporting import write_report

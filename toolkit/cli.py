@@ -254,13 +254,9 @@ def _train(args: argparse.Namespace) -> int:
               f"{trainer.run_dir}", file=sys.stderr)
     with _stop_on_signals(trainer):
         trainer.fit()
-    trainer.close()  # after success only: a failed process must not wait for the others
-    if trainer.is_main:
-        print(f"encoder exported to {trainer.run_dir / 'encoder'}", file=sys.stderr)
-        if trainer.config.report and not args.no_report:
-            from toolkit.api import write_after_training
+    from toolkit.api import finish_training
 
-            write_after_training(trainer, sys.stderr)
+    finish_training(trainer, trainer.config.report and not args.no_report, sys.stderr)
     return 0
 
 
