@@ -133,13 +133,18 @@ def embed(model: str | Path, input: str | Path, out: str | Path | None = None, s
         skipped.append(f"{_relative(items.item_id(position), input)}: {error}")
         print(f"skipped {skipped[-1]}", file=log, flush=True)
 
+    def refuse(position: int, error: Exception) -> None:
+        raise DataError(f"{error} (pass --skip-bad to leave unreadable items out)") from error
+
     print(f"embedding {len(items)} items of {input} ({block['name']}) with {export} on {target}", file=log, flush=True)
     with Progress(len(items), "embedding", stream=log) as progress:
         try:
             vectors, kept = embed_items(encoder, transform, items, target, batch_size, progress=progress,
-                                        skip=skip if skip_bad else None)
-        except (ValueError, OSError) as error:
-            raise DataError(f"{error} (pass --skip-bad to leave unreadable items out)") from None
+                                        skip=skip if skip_bad else refuse)
+        except DataError:
+            raise
+        except (ValueError, OSError) as error:  # from the collate or the encoder: leaving items out cannot help
+            raise DataError(str(error)) from None
     labels = items.labels[kept].numpy() if items.labels is not None and _labels_are_classes(block) else None
     names = [items.class_name(c) for c in range(int(items.num_classes or 0))] if labels is not None else None
     result = Embeddings([_relative(items.item_id(i), input) for i in kept], vectors.numpy(), labels, names, skipped)
