@@ -165,7 +165,8 @@ def test_a_folder_of_audio_files_and_an_npy_of_series_embed_with_a_sequence_enco
 
 def test_series_the_encoder_cannot_take_stop_the_embedding_without_the_skip_bad_hint(series_run, tmp_path, capsys):
     np.save(tmp_path / "three.npy", np.zeros((4, 3, 64), dtype=np.float32))  # the encoder takes 1 channel
-    assert main(["embed", str(series_run[0].run_dir), str(tmp_path / "three.npy"), "--out", str(tmp_path / "x.npy")]) == 2
+    out = tmp_path / "x.npy"
+    assert main(["embed", str(series_run[0].run_dir), str(tmp_path / "three.npy"), "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "in_channels" in error and "--skip-bad" not in error
 
