@@ -56,7 +56,8 @@ class FSDD(DataSource):
 
     def __init__(self, path: Path, split: Literal["train", "test", "all"] = "train",
                  label: Literal["digit", "speaker"] = "digit", speakers: list[str] | None = None,
-                 digits: list[int] | None = None, limit: int | None = None, input_spec: dict[str, Any] | None = None) -> None:
+                 digits: list[int] | None = None, limit: int | None = None,
+                 input_spec: dict[str, Any] | None = None) -> None:
         if split not in ("train", "test", "all") or label not in ("digit", "speaker"):
             raise ValueError(f"fsdd: split must be train|test|all and label digit|speaker, got {split!r}, {label!r}")
         with np.load(_existing(path)) as archive:
