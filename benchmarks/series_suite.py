@@ -70,7 +70,8 @@ def main() -> None:
                 results.setdefault(name, {})[recipe.stem] = probe(recipe, overrides, ["class"])
     summary = {name: {recipe: _row(run["probes"]["class"]) for recipe, run in runs.items()}
                for name, runs in results.items()}
-    print(json.dumps({"steps": args.steps, "depth_from_window": args.depth_from_window, "summary": summary, "runs": results}, indent=2))
+    print(json.dumps({"steps": args.steps, "depth_from_window": args.depth_from_window, "summary": summary,
+                      "runs": results}, indent=2))
 
 
 def depth_for_window(window: int, kernel_size: int = 3) -> int:

@@ -452,7 +452,8 @@ def test_ucr_npz_reads_basicmotions_with_six_channels():
 # recipes and training
 
 CPC_RECIPES = ["cpc-fsdd.yaml", "cpc-fsdd-16k.yaml", "cpc-fsdd-unseen-speakers.yaml", "cpc-fsdd-unheard-digits.yaml",
-               "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml", "tiny/cpc-audio.yaml"]
+               "cpc-ucr-gunpoint.yaml", "cpc-ucr-basicmotions.yaml", "cpc-librispeech.yaml", "tiny/cpc.yaml",
+               "tiny/cpc-audio.yaml"]
 
 
 @pytest.mark.parametrize("name", CPC_RECIPES)
