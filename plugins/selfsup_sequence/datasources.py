@@ -168,7 +168,8 @@ def ucr_npz(path: Path, split: str = "train", label: Literal["class"] = "class",
         _require(archive.files, [key], path)
         x = archive[key]
         y = archive["y" + key[1:]] if "y" + key[1:] in archive.files else None
-        train = archive["x_train"] if standardize and not one_list and "x_train" in archive.files else None
+        # the statistics of x_train (series_split uses x itself when it is x_train or a held-out part of it)
+        train = archive["x_train"] if standardize and key != "x_train" and "x_train" in archive.files else None
     return series_split(x, y, split, one_list, limit, holdout_fraction, f"{path} ({key})", None, standardize, train)
 
 
@@ -185,7 +186,7 @@ def ucr_ts(path: Path, split: str = "train", label: Literal["class"] = "class", 
     one_list = not path.is_dir()
     train = None
     if not one_list:
-        if standardize:
+        if standardize and split != "train":
             train = read_ts(_split_file(path, "train"))[0]
         path = _split_file(path, split)
     x, y, class_names = read_ts(_existing(path))

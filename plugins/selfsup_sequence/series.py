@@ -64,8 +64,11 @@ def series_split(x: np.ndarray, y: np.ndarray | None, split: str, one_list: bool
     if one_list:
         chosen, note = holdout_split(len(x), split, holdout_fraction, labels, where)
     if standardize:
-        if train is None:
-            train = x[holdout_split(len(x), "train", holdout_fraction, labels, where)[0].numpy()] if one_list else x
+        if train is None and not one_list:
+            train = x
+        elif train is None:
+            rows = chosen if split == "train" else holdout_split(len(x), "train", holdout_fraction, labels, where)[0]
+            train = x[rows.numpy()]
         x = standardize_with(x, _three_dims(train, where), where)
     chosen = chosen[subset_indices(len(chosen), limit)]
     if labels is not None and class_names is None:
@@ -82,7 +85,8 @@ def standardize_with(x: np.ndarray, train: np.ndarray, where: str) -> np.ndarray
         raise ValueError(f"{where}: the training series have {train.shape[1]} channels, these {x.shape[1]}")
     present = ~np.isnan(train)
     if not present.any(axis=(0, 2)).all():
-        raise ValueError(f"{where}: data.standardize: a channel has no value in the training series")
+        raise ValueError(f"{where}: data.standardize: a channel has no value in the training series; drop that "
+                         f"channel from the data or set data.standardize to false")
     mean = np.nanmean(train, axis=(0, 2), keepdims=True)
     std = np.nanstd(train, axis=(0, 2), keepdims=True)
     return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit import checkpoint, hookimpl
-from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, TrainingInterrupted, resolve_device
+from toolkit import TrainingInterrupted, checkpoint, hookimpl
+from toolkit.engine import CHECKPOINT, Trainer, TrainingDiverged, resolve_device
 from toolkit.errors import RecipeError
 from toolkit.interfaces import ObjectiveOutput
 from toolkit.recipe import load_and_resolve

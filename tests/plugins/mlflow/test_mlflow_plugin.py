@@ -57,7 +57,8 @@ def status(run_dir):
 
 def test_a_stopped_run_is_killed_then_running_again_on_resume_and_a_failed_one_failed(enabled, tiny_recipe, plugins,
                                                                                      tmp_path):
-    from toolkit.engine import Trainer, TrainingDiverged, TrainingInterrupted
+    from toolkit import TrainingInterrupted
+    from toolkit.engine import Trainer, TrainingDiverged
 
     stopped = make_trainer(tiny_recipe, plugins, tmp_path / "stopped", "eval.evaluators=[]")
     stopped.request_stop()

@@ -22,9 +22,8 @@ def test_training_and_evaluation_metrics_reach_tensorboard(tiny_recipe, plugins,
     assert [e.step for e in events.Scalars("eval/knn_top1")] == [0, 8]
 
 
-
 def test_a_stopped_run_closes_its_event_file_and_the_resume_writes_a_new_one(tiny_recipe, plugins, tmp_path):
-    from toolkit.engine import TrainingInterrupted
+    from toolkit import TrainingInterrupted
 
     recipe = load_and_resolve(tiny_recipe, ["eval.evaluators=[]"], plugins)
     trainer = Trainer.from_recipe(recipe, plugins, tmp_path / "run", log=open("/dev/null", "w"))

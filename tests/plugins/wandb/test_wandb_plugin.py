@@ -78,7 +78,7 @@ def test_with_selfsup_wandb_a_run_logs_offline_into_its_directory(tiny_recipe, p
 
 
 def test_a_stopped_run_is_finished_with_a_non_zero_exit_code(tiny_recipe, plugins, tmp_path, monkeypatch):
-    from toolkit.engine import TrainingInterrupted
+    from toolkit import TrainingInterrupted
 
     monkeypatch.setenv("SELFSUP_WANDB", "1")
     monkeypatch.delenv("WANDB_MODE", raising=False)
